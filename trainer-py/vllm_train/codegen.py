@@ -5,7 +5,8 @@ Writes, inside the package (git-ignored):
 - ``vllm_train/_schemas/avro/<Name>.avsc``: every Avro type with its named dependencies inlined, ready to register;
 - ``vllm_train/_schemas/topics.json``: the topic table.
 
-Run ``python -m vllm_train.codegen`` (``./pipeline test`` and ``./pipeline demo`` do it for you).
+Run ``python -m vllm_train.codegen`` (``./pipeline test`` and ``./pipeline demo`` do it for you);
+``python -m vllm_train.codegen --release v2`` freezes the current schemas for the compatibility guard.
 """
 
 from __future__ import annotations
@@ -101,5 +102,28 @@ def ensure_generated() -> None:
         generate(quiet=True)
 
 
+TOPIC_VALUE_TYPES = ("PromptEvent", "ResponseEvent", "FeedbackEvent", "PreferencePair", "PreferenceBatch",
+                     "AdapterVersion")
+
+
+def release(version: str, schemas_root: Path = REPO_SCHEMAS) -> Path:
+    """Freezes the current topic-value schemas as ``schemas/released/<version>/``: the compatibility test checks
+    every later change against the newest released version (BACKWARD: new readers read old data)."""
+    out = schemas_root.parent.parent / "released" / version
+    if out.exists():
+        raise SystemExit(f"{out} exists: released schemas are immutable; pick a new version")
+    out.mkdir(parents=True)
+    schemas = inline_avro_schemas(schemas_root / "avro")
+    for name in TOPIC_VALUE_TYPES:
+        (out / f"{name}.avsc").write_text(json.dumps(schemas[name], indent=1) + "\n")
+    print(f"released {len(TOPIC_VALUE_TYPES)} schemas as {out}")
+    return out
+
+
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO_SCHEMAS)
+    if len(sys.argv) == 3 and sys.argv[1] == "--release":
+        release(sys.argv[2])
+    elif len(sys.argv) == 1:
+        generate()
+    else:
+        raise SystemExit("usage: python -m vllm_train.codegen [--release VERSION]")

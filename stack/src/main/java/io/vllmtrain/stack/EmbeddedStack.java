@@ -1,0 +1,102 @@
+package io.vllmtrain.stack;
+
+import io.vllmtrain.schemas.KafkaSettings;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.Map;
+import org.apache.kafka.common.test.KafkaClusterTestKit;
+import org.apache.kafka.common.test.TestKitNodes;
+
+/**
+ * The broker + registry that integration tests run against, shared by every test of a JVM.
+ *
+ * <p>When {@code VT_KAFKA_BOOTSTRAP_SERVERS} and {@code VT_REGISTRY_URL} are set ({@code ./pipeline test} starts one
+ * stack for all tests and sets them), those are used. Otherwise a real broker starts in-process (Kafka's
+ * {@code KafkaClusterTestKit}, KRaft) and a real Apicurio Registry as a child process; both stop when the JVM exits.
+ * Either way every topic of the topic table exists.
+ */
+public final class EmbeddedStack {
+  private static EmbeddedStack shared;
+
+  private final String bootstrapServers;
+  private final String registryUrl;
+
+  private EmbeddedStack(String bootstrapServers, String registryUrl) {
+    this.bootstrapServers = bootstrapServers;
+    this.registryUrl = registryUrl;
+  }
+
+  public static synchronized EmbeddedStack shared() {
+    if (shared == null) {
+      shared = start();
+    }
+    return shared;
+  }
+
+  public String bootstrapServers() {
+    return bootstrapServers;
+  }
+
+  public String registryUrl() {
+    return registryUrl;
+  }
+
+  public KafkaSettings settings() {
+    return KafkaSettings.of(bootstrapServers, registryUrl);
+  }
+
+  /** Admin/producer/consumer base properties (bootstrap servers only: the embedded stack is plaintext). */
+  public Map<String, Object> clientProperties() {
+    return new HashMap<>(Map.of("bootstrap.servers", bootstrapServers));
+  }
+
+  private static EmbeddedStack start() {
+    String bootstrap = System.getenv("VT_KAFKA_BOOTSTRAP_SERVERS");
+    String registry = System.getenv("VT_REGISTRY_URL");
+    if (bootstrap != null && !bootstrap.isBlank() && registry != null && !registry.isBlank()) {
+      TopicCreator.createAll(new HashMap<>(Map.of("bootstrap.servers", bootstrap)), (short) 1);
+      return new EmbeddedStack(bootstrap, registry.replaceAll("/+$", ""));
+    }
+    try {
+      KafkaClusterTestKit cluster = new KafkaClusterTestKit.Builder(new TestKitNodes.Builder()
+          .setCombined(true).setNumBrokerNodes(1).setNumControllerNodes(1).build())
+          .setConfigProp("offsets.topic.replication.factor", "1")
+          .setConfigProp("transaction.state.log.replication.factor", "1")
+          .setConfigProp("transaction.state.log.min.isr", "1")
+          .setConfigProp("group.initial.rebalance.delay.ms", "0")
+          .setConfigProp("message.max.bytes", "16777216")
+          .build();
+      cluster.format();
+      cluster.startup();
+      cluster.waitForReadyBrokers();
+      String servers = cluster.bootstrapServers();
+      TopicCreator.createAll(new HashMap<>(Map.of("bootstrap.servers", servers)), (short) 1);
+
+      Path root = RepoRoot.find();
+      Path dir = Files.createTempDirectory("vt-registry-");
+      StackConfig config = new StackConfig(dir, "127.0.0.1", 0, 0, Ports.free(), Ports.free(),
+          System.getenv("VT_REGISTRY_JAVA"));
+      RegistryServer registryServer = new RegistryServer(config);
+      Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+        registryServer.process().stop(Duration.ofSeconds(10));
+        try {
+          cluster.close();
+        } catch (Exception e) {
+          // the JVM is exiting
+        }
+      }, "embedded-stack-shutdown"));
+      registryServer.start(root, "mem", servers);
+      return new EmbeddedStack(servers, config.registryUrl());
+    } catch (IOException e) {
+      throw new StackException("cannot start the embedded stack: " + e.getMessage(), e);
+    } catch (Exception e) {
+      if (e instanceof StackException se) {
+        throw se;
+      }
+      throw new StackException("cannot start the embedded Kafka broker: " + e.getMessage(), e);
+    }
+  }
+}
