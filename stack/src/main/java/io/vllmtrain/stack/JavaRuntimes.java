@@ -20,6 +20,17 @@ public final class JavaRuntimes {
 
   private JavaRuntimes() {}
 
+  /** {@code JavaRuntimes [MIN]}: prints the java binary found, or the reason none was found (exit 1). */
+  public static void main(String[] args) {
+    try {
+      System.out.println(find(args.length > 0 ? Integer.parseInt(args[0]) : 21, System.getenv("VT_REGISTRY_JAVA"),
+          RepoRoot.find()));
+    } catch (StackException e) {
+      System.err.println(e.getMessage());
+      System.exit(1);
+    }
+  }
+
   public static Path find(int minFeature, String explicit, Path repoRoot) {
     if (explicit != null && !explicit.isBlank()) {
       Path p = Path.of(explicit);
