@@ -38,7 +38,7 @@ class AdapterFormatError(ValueError):
     statuses; the message says what is wrong in words.
 
     Reasons: ``not_found``, ``missing_file``, ``unexpected_file``, ``bad_config``, ``dora``, ``bias``,
-    ``modules_to_save``, ``rank``, ``base_model``, ``bad_weights``, ``non_finite``, ``sha256_mismatch``.
+    ``modules_to_save``, ``unsupported_feature``, ``rank``, ``base_model``, ``bad_weights``, ``non_finite``, ``sha256_mismatch``.
     """
 
     def __init__(self, reason: str, message: str):
@@ -191,6 +191,18 @@ def _check_config(cfg: dict[str, Any], where: Path) -> tuple[int, float, tuple[s
     if cfg.get("modules_to_save"):
         raise AdapterFormatError("modules_to_save", f"{where}: modules_to_save is {cfg['modules_to_save']!r}; vLLM "
                                                     "serves adapters without fully trained modules only")
+    if cfg.get("lora_bias"):
+        raise AdapterFormatError("bias", f"{where}: lora_bias is true; vLLM does not serve LoRA biases")
+    init = cfg.get("init_lora_weights", True)
+    if isinstance(init, str) and init.lower() not in ("gaussian", "eva", "orthogonal", "mica", "lora_ga"):
+        raise AdapterFormatError("unsupported_feature", f"{where}: init_lora_weights={init!r} changes the base "
+                                                        "weights when loaded; vLLM cannot serve it")
+    for key, what in (("alora_invocation_tokens", "Activated LoRA"), ("layer_replication", "layer replication"),
+                      ("use_bdlora", "block-diagonal LoRA"), ("use_qalora", "QALoRA"),
+                      ("rank_pattern", "per-module ranks (rank_pattern)"),
+                      ("alpha_pattern", "per-module alphas (alpha_pattern)")):
+        if cfg.get(key):
+            raise AdapterFormatError("unsupported_feature", f"{where}: {key} is set; {what} is not served here")
     r, alpha, targets = cfg.get("r"), cfg.get("lora_alpha"), cfg.get("target_modules")
     if not isinstance(r, int) or isinstance(r, bool) or r < 1:
         raise AdapterFormatError("bad_config", f"{where}: r must be a positive integer, got {r!r}")
