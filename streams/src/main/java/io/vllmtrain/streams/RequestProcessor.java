@@ -1,0 +1,238 @@
+package io.vllmtrain.streams;
+
+import io.vllmtrain.events.FeedbackEvent;
+import io.vllmtrain.events.PreferencePair;
+import io.vllmtrain.events.PromptEvent;
+import io.vllmtrain.events.ResponseEvent;
+import io.vllmtrain.schemas.Topics;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.Set;
+import org.apache.kafka.common.KafkaException;
+import org.apache.kafka.common.header.Headers;
+import org.apache.kafka.common.header.internals.RecordHeaders;
+import org.apache.kafka.common.serialization.Deserializer;
+import org.apache.kafka.common.serialization.Serdes;
+import org.apache.kafka.streams.processor.PunctuationType;
+import org.apache.kafka.streams.processor.api.Processor;
+import org.apache.kafka.streams.processor.api.ProcessorContext;
+import org.apache.kafka.streams.processor.api.ProcessorSupplier;
+import org.apache.kafka.streams.processor.api.Record;
+import org.apache.kafka.streams.processor.api.RecordMetadata;
+import org.apache.kafka.streams.state.KeyValueStore;
+import org.apache.kafka.streams.state.StoreBuilder;
+import org.apache.kafka.streams.state.Stores;
+
+/**
+ * Joins prompts, responses and feedback by request id (the three topics are co-partitioned, so one task sees all
+ * events of a request) and applies the {@link PreferencePairer} rules. Input values arrive as bytes and are decoded
+ * here, so a record that cannot be decoded or validated goes to the DLQ instead of stopping the app.
+ *
+ * <p>State per request: its prompt and responses ({@link #EVENTS_STORE}), its feedback ({@link #FEEDBACK_STORE}),
+ * and wake-ups for the grace period and retention ({@link #DEADLINES_STORE}), driven by stream time.
+ */
+final class RequestProcessor implements Processor<byte[], byte[], String, Emission> {
+  static final String EVENTS_STORE = "request-events";
+  static final String FEEDBACK_STORE = "request-feedback";
+  static final String DEADLINES_STORE = "request-deadlines";
+  /** How often, in stream time, due wake-ups are handled. */
+  static final Duration EXPIRY_CHECK = Duration.ofSeconds(1);
+
+  private final PreferencePairer pairer;
+  private final Deserializer<Object> decoder;
+  private final PairingMetrics metrics;
+  private ProcessorContext<String, Emission> context;
+  private KeyValueStore<String, RequestEvents> events;
+  private KeyValueStore<String, FeedbackState> feedback;
+  private DeadlineIndex deadlines;
+
+  RequestProcessor(PreferencePairer pairer, Deserializer<Object> decoder, PairingMetrics metrics) {
+    this.pairer = pairer;
+    this.decoder = decoder;
+    this.metrics = metrics;
+  }
+
+  static ProcessorSupplier<byte[], byte[], String, Emission> supplier(PreferencePairer pairer,
+                                                                     Deserializer<Object> decoder,
+                                                                     PairingMetrics metrics) {
+    return new ProcessorSupplier<>() {
+      @Override
+      public Processor<byte[], byte[], String, Emission> get() {
+        return new RequestProcessor(pairer, decoder, metrics);
+      }
+
+      @Override
+      public Set<StoreBuilder<?>> stores() {
+        return Set.of(
+            Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(EVENTS_STORE), Serdes.String(),
+                StateSerdes.requestEvents()).withCachingEnabled(),
+            Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(FEEDBACK_STORE), Serdes.String(),
+                StateSerdes.feedbackState()).withCachingEnabled(),
+            DeadlineIndex.storeBuilder(DEADLINES_STORE));
+      }
+    };
+  }
+
+  @Override
+  public void init(ProcessorContext<String, Emission> context) {
+    this.context = context;
+    events = context.getStateStore(EVENTS_STORE);
+    feedback = context.getStateStore(FEEDBACK_STORE);
+    deadlines = new DeadlineIndex(context.getStateStore(DEADLINES_STORE));
+    context.schedule(EXPIRY_CHECK, PunctuationType.STREAM_TIME, this::expire);
+  }
+
+  @Override
+  public void process(Record<byte[], byte[]> record) {
+    RecordMetadata md = context.recordMetadata().orElseThrow();
+    SourceRecord source = new SourceRecord(md.topic(), md.partition(), md.offset(), record.key(), record.value());
+    metrics.recordIn(md.topic());
+    String key = record.key() == null ? null : new String(record.key(), StandardCharsets.UTF_8);
+    Object event;
+    try {
+      if (record.value() == null) {
+        deadLetter(source, record, DlqReason.INVALID, "the record has no value");
+        return;
+      }
+      event = decoder.deserialize(md.topic(), record.headers(), record.value());
+    } catch (RuntimeException e) {
+      deadLetter(source, record, DlqReason.UNDECODABLE, message(e));
+      return;
+    }
+    try {
+      if (md.topic().equals(Topics.PROMPTS.name()) && event instanceof PromptEvent p) {
+        onPrompt(key, p, record, source);
+      } else if (md.topic().equals(Topics.RESPONSES.name()) && event instanceof ResponseEvent r) {
+        onResponse(key, r, record, source);
+      } else if (md.topic().equals(Topics.FEEDBACK.name()) && event instanceof FeedbackEvent f) {
+        onFeedback(key, f, record, source);
+      } else {
+        deadLetter(source, record, DlqReason.WRONG_TYPE, (event == null ? "null" : event.getClass().getSimpleName())
+            + " does not belong on " + md.topic());
+      }
+    } catch (KafkaException e) {
+      throw e; // store or Kafka trouble: let Kafka Streams handle it (the transaction aborts, nothing is lost)
+    } catch (RuntimeException e) {
+      deadLetter(source, record, DlqReason.PROCESSING_ERROR, message(e));
+    }
+  }
+
+  private void onPrompt(String key, PromptEvent prompt, Record<byte[], byte[]> record, SourceRecord source) {
+    EventValidator.Problem problem = EventValidator.prompt(key, prompt);
+    if (problem != null) {
+      deadLetter(source, record, problem.reason(), problem.detail());
+      return;
+    }
+    RequestEvents before = loadEvents(key, record.timestamp());
+    RequestEvents after = before.withPrompt(prompt);
+    if (after != before) {
+      events.put(key, after);
+      afterRequestChanged(key, after, record.timestamp());
+    }
+  }
+
+  private void onResponse(String key, ResponseEvent response, Record<byte[], byte[]> record, SourceRecord source) {
+    EventValidator.Problem problem = EventValidator.response(key, response);
+    if (problem != null) {
+      deadLetter(source, record, problem.reason(), problem.detail());
+      return;
+    }
+    RequestEvents before = loadEvents(key, record.timestamp());
+    RequestEvents after = before.withResponse(response);
+    if (after != before) {
+      events.put(key, after);
+      afterRequestChanged(key, after, record.timestamp());
+    }
+  }
+
+  private void onFeedback(String key, FeedbackEvent event, Record<byte[], byte[]> record, SourceRecord source) {
+    EventValidator.Problem problem = EventValidator.feedback(key, event);
+    if (problem != null) {
+      deadLetter(source, record, problem.reason(), problem.detail());
+      metrics.feedback("DLQ");
+      return;
+    }
+    FeedbackState state = feedback.get(key);
+    ReceivedFeedback received = new ReceivedFeedback(event, record.timestamp(), source);
+    PreferencePairer.Outcome outcome = pairer.onFeedback(events.get(key), state, received);
+    metrics.feedback(outcome.verdict().name());
+    if (state == null) {
+      deadlines.schedule(pairer.retentionDeadline(outcome.state().firstSeenMs()), key);
+    }
+    if (outcome.verdict() == PreferencePairer.Verdict.PENDING) {
+      deadlines.schedule(pairer.pendingDeadline(received), key);
+    }
+    if (outcome.verdict() != PreferencePairer.Verdict.DUPLICATE) {
+      feedback.put(key, outcome.state());
+    }
+    emit(outcome, record.timestamp());
+  }
+
+  /** Loads the request's events, creating (and scheduling the retention of) an empty entry for a new request. */
+  private RequestEvents loadEvents(String key, long timestamp) {
+    RequestEvents e = events.get(key);
+    if (e == null) {
+      e = RequestEvents.empty(timestamp);
+      deadlines.schedule(pairer.retentionDeadline(timestamp), key);
+    }
+    return e;
+  }
+
+  private void afterRequestChanged(String key, RequestEvents request, long timestamp) {
+    FeedbackState state = feedback.get(key);
+    if (state != null && !state.pending().isEmpty()) {
+      PreferencePairer.Outcome outcome = pairer.onRequestChanged(request, state, timestamp);
+      feedback.put(key, outcome.state());
+      emit(outcome, timestamp);
+    }
+  }
+
+  /** Stream-time wake-up: feedback past its grace period goes to the DLQ; requests past retention are forgotten. */
+  private void expire(long now) {
+    for (String key : deadlines.takeDue(now)) {
+      RequestEvents request = events.get(key);
+      FeedbackState state = feedback.get(key);
+      PreferencePairer.Outcome outcome = pairer.expire(request, state, now);
+      if (outcome.state() == null) {
+        if (state != null) {
+          feedback.delete(key);
+        }
+      } else if (!outcome.state().equals(state)) {
+        feedback.put(key, outcome.state());
+      }
+      if (request != null && pairer.expired(request.firstSeenMs(), now)) {
+        events.delete(key);
+      }
+      emit(outcome, now);
+    }
+  }
+
+  private void emit(PreferencePairer.Outcome outcome, long timestamp) {
+    for (PreferencePair pair : outcome.pairs()) {
+      context.forward(new Record<>(pair.getPairId(), new Emission.Pair(pair), timestamp, new RecordHeaders()));
+      metrics.pair(pair.getSource().name());
+      metrics.recordOut(Topics.PREFERENCE_PAIRS.name());
+    }
+    for (RatedResponse rated : outcome.rated()) {
+      context.forward(new Record<>(rated.promptKey(), new Emission.Candidate(rated), timestamp, new RecordHeaders()));
+    }
+    for (PreferencePairer.Rejection r : outcome.rejected()) {
+      context.forward(DeadLetters.record(r.feedback().source(), null, r.reason(), r.detail(), timestamp));
+      metrics.deadLetter(r.reason());
+      metrics.recordOut(Topics.DLQ.name());
+      metrics.feedback("DLQ");
+    }
+  }
+
+  private void deadLetter(SourceRecord source, Record<byte[], byte[]> record, DlqReason reason, String detail) {
+    Headers original = record.headers();
+    context.forward(DeadLetters.record(source, original, reason, detail, record.timestamp()));
+    metrics.deadLetter(reason);
+    metrics.recordOut(Topics.DLQ.name());
+  }
+
+  private static String message(Throwable e) {
+    String m = e.getMessage();
+    return e.getClass().getSimpleName() + (m == null ? "" : ": " + m.lines().findFirst().orElse(""));
+  }
+}

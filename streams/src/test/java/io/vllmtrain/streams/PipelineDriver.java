@@ -1,0 +1,135 @@
+package io.vllmtrain.streams;
+
+import io.prometheus.metrics.model.registry.PrometheusRegistry;
+import io.vllmtrain.events.FeedbackEvent;
+import io.vllmtrain.events.PreferenceBatch;
+import io.vllmtrain.events.PreferencePair;
+import io.vllmtrain.events.PromptEvent;
+import io.vllmtrain.events.ResponseEvent;
+import io.vllmtrain.schemas.Topics;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.List;
+import java.util.Properties;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.serialization.StringSerializer;
+import org.apache.kafka.streams.StreamsConfig;
+import org.apache.kafka.streams.TestInputTopic;
+import org.apache.kafka.streams.TestOutputTopic;
+import org.apache.kafka.streams.TopologyTestDriver;
+import org.apache.kafka.streams.test.TestRecord;
+
+/**
+ * The topology in a {@link TopologyTestDriver} with the in-memory registry: pipe events in at an event-time cursor
+ * ({@link #at}), read pairs, batches and dead letters out.
+ */
+final class PipelineDriver implements AutoCloseable {
+  final InMemoryRegistry registry = new InMemoryRegistry();
+  final PairingMetrics metrics = new PairingMetrics(new PrometheusRegistry());
+  private final TopologyTestDriver driver;
+  private final TestInputTopic<String, PromptEvent> prompts;
+  private final TestInputTopic<String, ResponseEvent> responses;
+  private final TestInputTopic<String, FeedbackEvent> feedback;
+  private final TestInputTopic<String, byte[]> rawFeedback;
+  private final TestOutputTopic<String, PreferencePair> pairs;
+  private final TestOutputTopic<String, PreferenceBatch> batches;
+  private final TestOutputTopic<byte[], byte[]> dlq;
+  private Instant now = Events.T0;
+
+  PipelineDriver(PairingRules rules, BatchPolicy batching, Path stateDir) {
+    Properties props = new Properties();
+    props.put(StreamsConfig.APPLICATION_ID_CONFIG, "streams-test");
+    props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, "unused:9092");
+    props.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
+    driver = new TopologyTestDriver(
+        PreferenceTopology.build(rules, batching, registry.eventSerdes(), metrics), props, Events.T0);
+    StringSerializer keys = new StringSerializer();
+    prompts = driver.createInputTopic(Topics.PROMPTS.name(), keys, registry.serializer());
+    responses = driver.createInputTopic(Topics.RESPONSES.name(), keys, registry.serializer());
+    feedback = driver.createInputTopic(Topics.FEEDBACK.name(), keys, registry.serializer());
+    rawFeedback = driver.createInputTopic(Topics.FEEDBACK.name(), keys, new ByteArraySerializer());
+    pairs = driver.createOutputTopic(Topics.PREFERENCE_PAIRS.name(), new StringDeserializer(),
+        registry.deserializer(PreferencePair.class));
+    batches = driver.createOutputTopic(Topics.PREFERENCE_BATCHES.name(), new StringDeserializer(),
+        registry.deserializer(PreferenceBatch.class));
+    dlq = driver.createOutputTopic(Topics.DLQ.name(), new ByteArrayDeserializer(), new ByteArrayDeserializer());
+  }
+
+  PipelineDriver(Path stateDir) {
+    this(PairingRules.DEFAULTS, new BatchPolicy(1000, Duration.ofHours(1)), stateDir);
+  }
+
+  /** Moves the event-time cursor: records piped from now on carry this timestamp. */
+  PipelineDriver at(Instant time) {
+    now = time;
+    return this;
+  }
+
+  PipelineDriver after(Duration d) {
+    return at(now.plus(d));
+  }
+
+  /** A prompt and its responses, as the inference service writes them. */
+  PipelineDriver request(PromptEvent prompt, ResponseEvent... rs) {
+    prompt(prompt);
+    for (ResponseEvent r : rs) {
+      response(r);
+    }
+    return this;
+  }
+
+  PipelineDriver prompt(PromptEvent p) {
+    prompts.pipeInput(p.getRequestId(), p, now);
+    return this;
+  }
+
+  PipelineDriver response(ResponseEvent r) {
+    responses.pipeInput(r.getRequestId(), r, now);
+    return this;
+  }
+
+  PipelineDriver feedback(FeedbackEvent... fs) {
+    for (FeedbackEvent f : fs) {
+      feedback.pipeInput(f.getRequestId(), f, now);
+    }
+    return this;
+  }
+
+  PipelineDriver feedbackKeyed(String key, FeedbackEvent f) {
+    feedback.pipeInput(key, f, now);
+    return this;
+  }
+
+  PipelineDriver rawFeedback(String key, byte[] value) {
+    rawFeedback.pipeInput(key, value, now);
+    return this;
+  }
+
+  byte[] encoded(FeedbackEvent f) {
+    return registry.<FeedbackEvent>serializer().serialize(Topics.FEEDBACK.name(), f);
+  }
+
+  void advanceWallClock(Duration d) {
+    driver.advanceWallClockTime(d);
+  }
+
+  List<PreferencePair> pairs() {
+    return pairs.readValuesToList();
+  }
+
+  List<PreferenceBatch> batches() {
+    return batches.readValuesToList();
+  }
+
+  List<TestRecord<byte[], byte[]>> deadLetters() {
+    return dlq.readRecordsToList();
+  }
+
+  @Override
+  public void close() {
+    driver.close();
+  }
+}
