@@ -14,7 +14,9 @@ import org.apache.kafka.common.serialization.Serializer;
 
 /**
  * The one serde factory: Avro values in Confluent framing (magic byte 0 + 4-byte schema id) through the schema
- * registry (Apicurio serdes), so Python's confluent-kafka clients read and write the same bytes.
+ * registry, so Python's confluent-kafka clients read and write the same bytes. With the default
+ * {@code registry.flavor=apicurio} these are the Apicurio serdes (Apicurio's v3 API); with {@code confluent} a small
+ * client of the Confluent Schema Registry API (Confluent's registry, e.g. in the Testcontainers tests).
  *
  * <p>Failures come back as a {@link SerializationException} with one line that says what is wrong: the field
  * that does not match the schema, or the schema id the registry does not know.
@@ -23,15 +25,27 @@ public final class AvroSerdes {
   private AvroSerdes() {}
 
   public static <T extends SpecificRecord> Serializer<T> valueSerializer(KafkaSettings settings) {
+    if (settings.confluentRegistry()) {
+      return new ExplainingSerializer<>(new ConfluentWireSerde.AvroSerializer<>(ccompat(settings)));
+    }
     AvroKafkaSerializer<T> s = new AvroKafkaSerializer<>();
     s.configure(settings.serdeProperties(), false);
     return new ExplainingSerializer<>(s);
   }
 
   public static <T extends SpecificRecord> Deserializer<T> valueDeserializer(KafkaSettings settings) {
+    if (settings.confluentRegistry()) {
+      return new ConfluentWireSerde.AvroDeserializer<>(ccompat(settings));
+    }
     AvroKafkaDeserializer<T> d = new AvroKafkaDeserializer<>();
     d.configure(settings.serdeProperties(), false);
     return new ExplainingDeserializer<>(d, settings.registryUrl());
+  }
+
+  private static CcompatRegistryClient ccompat(KafkaSettings settings) {
+    return new CcompatRegistryClient(settings.registryUrl(),
+        settings.registryAuth().get("apicurio.registry.auth.username"),
+        settings.registryAuth().get("apicurio.registry.auth.password"));
   }
 
   public static <T extends SpecificRecord> Serde<T> valueSerde(KafkaSettings settings) {

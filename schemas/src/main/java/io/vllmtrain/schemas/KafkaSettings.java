@@ -11,12 +11,18 @@ import java.util.TreeMap;
  * {@code kafka.ssl.truststore.location}... work as in any Kafka client); {@code registry.url} is the registry's base
  * URL (Apicurio: {@code http://host:port}; the Java serdes use its {@code /apis/registry/v3} API and Python uses
  * {@code /apis/ccompat/v7}), with optional {@code registry.username}/{@code registry.password} and
- * {@code registry.truststore.location}/{@code registry.truststore.password}.
+ * {@code registry.truststore.location}/{@code registry.truststore.password}. With {@code registry.flavor=confluent}
+ * the URL is a Confluent Schema Registry API (Confluent's registry itself, or Apicurio's {@code /apis/ccompat/v7}) and
+ * the serdes speak that API instead (basic auth only).
  */
-public record KafkaSettings(Map<String, String> client, String registryUrl, Map<String, String> registryAuth) {
+public record KafkaSettings(Map<String, String> client, String registryUrl, Map<String, String> registryAuth,
+    String registryFlavor) {
   public static final String KAFKA_PREFIX = "kafka.";
 
   public KafkaSettings {
+    if (!"apicurio".equals(registryFlavor) && !"confluent".equals(registryFlavor)) {
+      throw new IllegalArgumentException("registry.flavor must be apicurio or confluent, not '" + registryFlavor + "'");
+    }
     client = Map.copyOf(client);
     registryAuth = Map.copyOf(registryAuth);
     Objects.requireNonNull(registryUrl, "registryUrl");
@@ -44,11 +50,21 @@ public record KafkaSettings(Map<String, String> client, String registryUrl, Map<
     copy(config, "registry.password", auth, "apicurio.registry.auth.password");
     copy(config, "registry.truststore.location", auth, "apicurio.registry.tls.truststore.location");
     copy(config, "registry.truststore.password", auth, "apicurio.registry.tls.truststore.password");
-    return new KafkaSettings(client, stripSlash(url), auth);
+    return new KafkaSettings(client, stripSlash(url), auth, config.getOrDefault("registry.flavor", "apicurio"));
   }
 
   public static KafkaSettings of(String bootstrapServers, String registryUrl) {
-    return new KafkaSettings(Map.of("bootstrap.servers", bootstrapServers), stripSlash(registryUrl), Map.of());
+    return new KafkaSettings(Map.of("bootstrap.servers", bootstrapServers), stripSlash(registryUrl), Map.of(),
+        "apicurio");
+  }
+
+  /** The same cluster, through a Confluent Schema Registry API at {@code url} (e.g. Apicurio's /apis/ccompat/v7). */
+  public KafkaSettings withConfluentRegistry(String url) {
+    return new KafkaSettings(client, stripSlash(url), registryAuth, "confluent");
+  }
+
+  public boolean confluentRegistry() {
+    return "confluent".equals(registryFlavor);
   }
 
   public String bootstrapServers() {

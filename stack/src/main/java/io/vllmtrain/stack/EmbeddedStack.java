@@ -16,17 +16,26 @@ import org.apache.kafka.common.test.TestKitNodes;
  * <p>When {@code VT_KAFKA_BOOTSTRAP_SERVERS} and {@code VT_REGISTRY_URL} are set ({@code ./pipeline test} starts one
  * stack for all tests and sets them), those are used. Otherwise a real broker starts in-process (Kafka's
  * {@code KafkaClusterTestKit}, KRaft) and a real Apicurio Registry as a child process; both stop when the JVM exits.
- * Either way every topic of the topic table exists.
+ * With {@code VT_STACK=containers} the stack is apache/kafka + Confluent's cp-schema-registry in containers
+ * (Testcontainers; the tests abort as skipped where no Docker engine runs). Either way every topic exists.
+ *
+ * <p>Call it from {@code @BeforeAll} (not a static initializer) so that an aborted start skips the class.
  */
 public final class EmbeddedStack {
   private static EmbeddedStack shared;
 
   private final String bootstrapServers;
   private final String registryUrl;
+  private final KafkaSettings settings;
 
   private EmbeddedStack(String bootstrapServers, String registryUrl) {
-    this.bootstrapServers = bootstrapServers;
-    this.registryUrl = registryUrl;
+    this(KafkaSettings.of(bootstrapServers, registryUrl));
+  }
+
+  private EmbeddedStack(KafkaSettings settings) {
+    this.bootstrapServers = settings.bootstrapServers();
+    this.registryUrl = settings.registryUrl();
+    this.settings = settings;
   }
 
   public static synchronized EmbeddedStack shared() {
@@ -44,8 +53,9 @@ public final class EmbeddedStack {
     return registryUrl;
   }
 
+  /** Settings for clients and serdes; with {@code VT_STACK=containers} they speak Confluent's registry API. */
   public KafkaSettings settings() {
-    return KafkaSettings.of(bootstrapServers, registryUrl);
+    return settings;
   }
 
   /** Admin/producer/consumer base properties (bootstrap servers only: the embedded stack is plaintext). */
@@ -54,6 +64,9 @@ public final class EmbeddedStack {
   }
 
   private static EmbeddedStack start() {
+    if ("containers".equals(System.getenv("VT_STACK"))) {
+      return new EmbeddedStack(ContainerStack.start());
+    }
     String bootstrap = System.getenv("VT_KAFKA_BOOTSTRAP_SERVERS");
     String registry = System.getenv("VT_REGISTRY_URL");
     if (bootstrap != null && !bootstrap.isBlank() && registry != null && !registry.isBlank()) {

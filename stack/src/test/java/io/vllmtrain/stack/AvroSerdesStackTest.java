@@ -29,11 +29,29 @@ import org.apache.kafka.common.serialization.Deserializer;
 import org.apache.kafka.common.serialization.Serializer;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
+import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
 
-/** The Java serdes against the real broker and the real registry. */
+/**
+ * The Java serdes against the real broker and the real registry, in both registry flavors: Apicurio's own API
+ * (the default) and the Confluent Schema Registry API (Apicurio's /apis/ccompat/v7 here; Confluent's registry
+ * itself with VT_STACK=containers).
+ */
 class AvroSerdesStackTest {
-  static final EmbeddedStack STACK = EmbeddedStack.shared();
+  static EmbeddedStack STACK;
+
+  @BeforeAll
+  static void stack() {
+    STACK = EmbeddedStack.shared();
+  }
+
+  static List<io.vllmtrain.schemas.KafkaSettings> flavors() {
+    var s = STACK.settings();
+    return s.confluentRegistry() ? List.of(s)
+        : List.of(s, s.withConfluentRegistry(STACK.registryUrl() + "/apis/ccompat/v7"));
+  }
 
   static PromptEvent prompt(String requestId) {
     return PromptEvent.newBuilder().setRequestId(requestId).setUserId("u1")
@@ -43,14 +61,15 @@ class AvroSerdesStackTest {
         .setCreatedAt(Instant.now().truncatedTo(ChronoUnit.MILLIS)).build();
   }
 
-  @Test
-  void aPromptEventRoundTripsThroughKafkaInConfluentFraming() {
+  @ParameterizedTest
+  @MethodSource("flavors")
+  void aPromptEventRoundTripsThroughKafkaInConfluentFraming(io.vllmtrain.schemas.KafkaSettings settings) {
     String id = UUID.randomUUID().toString();
     PromptEvent sent = prompt(id);
     Map<String, Object> props = STACK.clientProperties();
     props.put("enable.idempotence", "true");
     try (var producer = new KafkaProducer<>(props, new StringSerializer(),
-        AvroSerdes.<PromptEvent>valueSerializer(STACK.settings()))) {
+        AvroSerdes.<PromptEvent>valueSerializer(settings))) {
       producer.send(new ProducerRecord<>(Topics.PROMPTS.name(), id, sent));
       producer.flush();
     }
@@ -59,7 +78,7 @@ class AvroSerdesStackTest {
     cprops.put("auto.offset.reset", "earliest");
     PromptEvent got = null;
     try (var consumer = new KafkaConsumer<>(cprops, new StringDeserializer(),
-        AvroSerdes.<PromptEvent>valueDeserializer(STACK.settings()))) {
+        AvroSerdes.<PromptEvent>valueDeserializer(settings))) {
       consumer.subscribe(List.of(Topics.PROMPTS.name()));
       long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
       while (got == null && System.nanoTime() < deadline) {
@@ -83,10 +102,27 @@ class AvroSerdesStackTest {
   }
 
   @Test
-  void aRecordThatDoesNotMatchItsSchemaIsRefusedNamingTheField() {
+  void bothFlavorsWriteTheSameFramingAndReadEachOther() {
+    var flavors = flavors();
+    if (flavors.size() < 2) {
+      return;
+    }
+    PromptEvent sent = prompt("r-cross");
+    try (Serializer<PromptEvent> apicurio = AvroSerdes.valueSerializer(flavors.get(0));
+        Serializer<PromptEvent> confluent = AvroSerdes.valueSerializer(flavors.get(1));
+        Deserializer<PromptEvent> apicurioReader = AvroSerdes.valueDeserializer(flavors.get(0));
+        Deserializer<PromptEvent> confluentReader = AvroSerdes.valueDeserializer(flavors.get(1))) {
+      assertEquals(sent, confluentReader.deserialize("llm.prompts", apicurio.serialize("llm.prompts", sent)));
+      assertEquals(sent, apicurioReader.deserialize("llm.prompts", confluent.serialize("llm.prompts", sent)));
+    }
+  }
+
+  @ParameterizedTest
+  @MethodSource("flavors")
+  void aRecordThatDoesNotMatchItsSchemaIsRefusedNamingTheField(io.vllmtrain.schemas.KafkaSettings settings) {
     PromptEvent bad = prompt("r-bad");
     bad.setBaseModel(null); // setters do not validate; the serializer must
-    try (Serializer<PromptEvent> s = AvroSerdes.valueSerializer(STACK.settings())) {
+    try (Serializer<PromptEvent> s = AvroSerdes.valueSerializer(settings)) {
       var e = assertThrows(SerializationException.class, () -> s.serialize(Topics.PROMPTS.name(), bad));
       assertTrue(e.getMessage().contains("base_model"), e.getMessage());
       assertTrue(e.getMessage().startsWith("PromptEvent for llm.prompts does not match its schema"), e.getMessage());
@@ -100,10 +136,11 @@ class AvroSerdesStackTest {
     assertTrue(e.getMessage().contains("feedback_id"), e.getMessage());
   }
 
-  @Test
-  void anUnknownSchemaIdIsAOneLineError() {
+  @ParameterizedTest
+  @MethodSource("flavors")
+  void anUnknownSchemaIdIsAOneLineError(io.vllmtrain.schemas.KafkaSettings settings) {
     byte[] data = ByteBuffer.allocate(6).put((byte) 0).putInt(987_654).put((byte) 2).array();
-    try (Deserializer<PromptEvent> d = AvroSerdes.valueDeserializer(STACK.settings())) {
+    try (Deserializer<PromptEvent> d = AvroSerdes.valueDeserializer(settings)) {
       var e = assertThrows(SerializationException.class, () -> d.deserialize(Topics.PROMPTS.name(), data));
       assertTrue(e.getMessage().contains("schema id 987654"), e.getMessage());
       assertTrue(e.getMessage().contains("unknown to the registry"), e.getMessage());
