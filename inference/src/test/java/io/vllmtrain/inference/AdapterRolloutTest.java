@@ -1,0 +1,247 @@
+package io.vllmtrain.inference;
+
+import static io.vllmtrain.inference.AdapterRollout.Status.ACTIVE;
+import static io.vllmtrain.inference.AdapterRollout.Status.FAILED;
+import static io.vllmtrain.inference.AdapterRollout.Status.PUBLISHED;
+import static io.vllmtrain.inference.AdapterRollout.Status.READY;
+import static io.vllmtrain.inference.AdapterRollout.Status.RETIRED;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.vllmtrain.events.AdapterVersion;
+import io.vllmtrain.inference.AdapterRollout.Status;
+import io.vllmtrain.inference.AdapterRollout.Switch;
+import java.util.List;
+import java.util.Optional;
+import org.junit.jupiter.api.Test;
+
+/** The rollout state machine, driven with values: what it checks, loads, activates, keeps, and rolls back to. */
+class AdapterRolloutTest {
+  static final long NOW = 1_000;
+
+  final AdapterRollout rollout = new AdapterRollout(Versions.BASE_MODEL, 3);
+
+  /** Publishes and runs one automatic rollout to completion, as the controller does when every replica loads it. */
+  Switch rollOut(AdapterVersion v) {
+    rollout.publish(v);
+    assertEquals(Optional.of(v), rollout.nextAutomaticLoad());
+    rollout.loadStarted(v.getVersionId());
+    rollout.loadSucceeded(v.getVersionId());
+    return rollout.activateAutomatically(v.getVersionId(), NOW).orElseThrow();
+  }
+
+  Status status(String id) {
+    return rollout.view(id).orElseThrow().status();
+  }
+
+  String id(int n) {
+    return Versions.id("run-1", n);
+  }
+
+  @Test
+  void theBaseModelServesUntilAVersionIsRolledOut() {
+    assertEquals(AdapterRollout.BASE, rollout.active());
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad());
+    assertEquals(AdapterRollout.BASE, rollout.resolve(""));
+  }
+
+  @Test
+  void aPublishedVersionIsLoadedThenActivated() {
+    AdapterVersion v1 = Versions.of("run-1", 1);
+    assertEquals(PUBLISHED, rollout.publish(v1).status());
+    rollout.loadStarted(id(1));
+    assertEquals(Status.LOADING, status(id(1)));
+    assertEquals(AdapterRollout.BASE, rollout.active(), "traffic moves only once every replica has it");
+    rollout.loadSucceeded(id(1));
+    Switch s = rollout.activateAutomatically(id(1), NOW).orElseThrow();
+    assertEquals(new Switch(AdapterRollout.BASE, id(1), List.of()), s);
+    assertEquals(ACTIVE, status(id(1)));
+    assertEquals(id(1), rollout.resolve(""));
+  }
+
+  @Test
+  void theNextVersionReplacesTheActiveOneWhichStaysReadyForRollback() {
+    rollOut(Versions.of("run-1", 1));
+    rollOut(Versions.of("run-1", 2));
+    assertEquals(id(2), rollout.active());
+    assertEquals(READY, status(id(1)));
+    assertEquals(id(1), rollout.resolve(id(1)), "a READY version still serves callers that pin it");
+  }
+
+  @Test
+  void versionsBeyondTheLastKeepAreRetired() {
+    rollOut(Versions.of("run-1", 1));
+    rollOut(Versions.of("run-1", 2));
+    rollOut(Versions.of("run-1", 3));
+    Switch s = rollOut(Versions.of("run-1", 4));
+    assertEquals(List.of(id(1)), s.unload());
+    assertEquals(RETIRED, status(id(1)));
+    assertEquals(List.of(READY, READY, ACTIVE), List.of(status(id(2)), status(id(3)), status(id(4))));
+    assertEquals(List.of(id(4), id(2), id(3)),
+        rollout.loadedVersions().stream().map(AdapterVersion::getVersionId).toList(),
+        "what a joining replica must hold: the active version first, then the ones kept for rollback");
+  }
+
+  @Test
+  void automaticRolloutSkipsToTheNewestWhenSeveralArriveAtOnce() {
+    rollout.publish(Versions.of("run-1", 1));
+    rollout.publish(Versions.of("run-1", 2));
+    rollout.publish(Versions.of("run-1", 3));
+    assertEquals(id(3), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+  }
+
+  @Test
+  void onlyOneLoadRunsAtATime() {
+    rollout.publish(Versions.of("run-1", 1));
+    rollout.loadStarted(id(1));
+    rollout.publish(Versions.of("run-1", 2));
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad());
+    rollout.loadSucceeded(id(1));
+    assertEquals(id(2), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+  }
+
+  @Test
+  void aLoadFailureMarksTheVersionFailedAndTrafficStays() {
+    rollOut(Versions.of("run-1", 1));
+    rollout.publish(Versions.of("run-1", 2));
+    rollout.loadStarted(id(2));
+    rollout.loadFailed(id(2), "replica b: NOT_FOUND adapter directory missing");
+    assertEquals(id(1), rollout.active());
+    assertEquals(FAILED, status(id(2)));
+    assertEquals("replica b: NOT_FOUND adapter directory missing", rollout.view(id(2)).orElseThrow().failureReason());
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(), "a failed version is not retried automatically");
+    assertThrows(IllegalStateException.class, () -> rollout.resolve(id(2)));
+  }
+
+  @Test
+  void afterARestartTheNewestGoodVersionOfTheHistoryIsLoadedAndAFailureFallsBackToTheOneBefore() {
+    for (int n = 1; n <= 5; n++) {
+      rollout.publish(Versions.of("run-1", n));
+    }
+    assertEquals(id(5), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    rollout.loadStarted(id(5));
+    rollout.loadFailed(id(5), "directory deleted");
+    assertEquals(id(4), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+  }
+
+  @Test
+  void checksRefuseMalformedVersions() {
+    assertEquals("sha256 is missing",
+        rollout.publish(Versions.builder("run-1", 1).setSha256("").build()).failureReason());
+    assertTrue(rollout.publish(Versions.builder("run-1", 2).setSha256("ABC").build()).failureReason()
+        .startsWith("sha256 'ABC' is not 64 lower-case hex digits"));
+    assertEquals("base model 'other-model' is not the served base model 'tiny-base'",
+        rollout.publish(Versions.builder("run-1", 3).setBaseModel("other-model").build()).failureReason());
+    assertTrue(rollout.publish(Versions.builder("run-1", 4).setVersionId("run-1/v4").build()).failureReason()
+        .contains("expected 'run-1/v000004'"));
+    assertEquals("version 0 is below 1", rollout.publish(Versions.builder("run-1", 0).build()).failureReason());
+    for (var v : rollout.versions()) {
+      assertEquals(FAILED, v.status());
+    }
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad());
+  }
+
+  @Test
+  void versionNumbersMustGrowWithinARun() {
+    rollout.publish(Versions.of("run-1", 5));
+    var stale = rollout.publish(Versions.of("run-1", 3));
+    assertEquals(FAILED, stale.status());
+    assertEquals("version 3 of run 'run-1' is not above version 5, published before it", stale.failureReason());
+    assertEquals(PUBLISHED, rollout.publish(Versions.of("run-2", 1)).status(), "another run counts from 1");
+  }
+
+  @Test
+  void aVersionDeliveredAgainIsTheSameVersion() {
+    rollOut(Versions.of("run-1", 1));
+    assertEquals(ACTIVE, rollout.publish(Versions.of("run-1", 1)).status());
+    assertEquals(1, rollout.versions().size());
+  }
+
+  @Test
+  void rollbackReturnsToThePreviousVersionPinsItAndMarksTheBadOneFailed() {
+    rollOut(Versions.of("run-1", 1));
+    rollOut(Versions.of("run-1", 2));
+    assertEquals(id(1), rollout.rollbackTarget());
+    Switch s = rollout.rollBackTo(id(1), NOW);
+    assertEquals(id(1), rollout.active());
+    assertEquals(List.of(id(2)), s.unload(), "the version rolled back from is unloaded");
+    assertEquals(FAILED, status(id(2)));
+    assertEquals(Optional.of(id(1)), rollout.state().pinned());
+    rollout.publish(Versions.of("run-1", 3));
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(), "pinned: no automatic rollout");
+    rollout.resume();
+    assertEquals(id(3), rollout.nextAutomaticLoad().orElseThrow().getVersionId(),
+        "resuming goes forward to new versions, never back to the one rolled back from");
+  }
+
+  @Test
+  void rollbackFromTheFirstVersionReturnsToTheBaseModel() {
+    rollOut(Versions.of("run-1", 1));
+    assertEquals(AdapterRollout.BASE, rollout.rollbackTarget());
+    rollout.rollBackTo(AdapterRollout.BASE, NOW);
+    assertEquals(AdapterRollout.BASE, rollout.active());
+    assertThrows(IllegalStateException.class, rollout::rollbackTarget, "nothing before the base model");
+  }
+
+  @Test
+  void rollbackAfterARestartGoesToTheNewestGoodVersionPublishedBefore() {
+    for (int n = 1; n <= 3; n++) {
+      rollout.publish(Versions.of("run-1", n));
+    }
+    rollout.loadStarted(id(3));
+    rollout.loadSucceeded(id(3));
+    rollout.activateAutomatically(id(3), NOW);
+    assertEquals(id(2), rollout.rollbackTarget(), "no history after a restart: the one published before");
+  }
+
+  @Test
+  void pausedRolloutLoadsNothingAndALoadFinishedDuringThePauseDoesNotSwitch() {
+    rollOut(Versions.of("run-1", 1));
+    rollout.publish(Versions.of("run-1", 2));
+    rollout.loadStarted(id(2));
+    rollout.pause();
+    rollout.loadSucceeded(id(2));
+    assertEquals(Optional.empty(), rollout.activateAutomatically(id(2), NOW));
+    assertEquals(READY, status(id(2)));
+    rollout.publish(Versions.of("run-1", 3));
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad());
+    rollout.resume();
+    assertEquals(id(3), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+  }
+
+  @Test
+  void activatePinsAnOlderVersion() {
+    rollOut(Versions.of("run-1", 1));
+    rollOut(Versions.of("run-1", 2));
+    assertEquals(Versions.of("run-1", 1), rollout.activationTarget(id(1)));
+    rollout.activatePinned(id(1), NOW);
+    assertEquals(id(1), rollout.active());
+    assertEquals(READY, status(id(2)));
+    assertEquals(Optional.of(id(1)), rollout.state().pinned());
+  }
+
+  @Test
+  void activateRefusesUnknownAndRefusedVersions() {
+    rollout.publish(Versions.builder("run-1", 1).setSha256("").build());
+    assertThrows(AdapterRollout.UnknownVersionException.class, () -> rollout.activationTarget("run-1/v000009"));
+    IllegalStateException e = assertThrows(IllegalStateException.class, () -> rollout.activationTarget(id(1)));
+    assertTrue(e.getMessage().contains("sha256 is missing"), e.getMessage());
+  }
+
+  @Test
+  void requestsMayPinOnlyLoadedVersions() {
+    rollOut(Versions.of("run-1", 1));
+    rollout.publish(Versions.of("run-1", 2));
+    assertEquals(AdapterRollout.BASE, rollout.resolve("base"));
+    assertThrows(AdapterRollout.UnknownVersionException.class, () -> rollout.resolve("run-1/v000042"));
+    IllegalStateException e = assertThrows(IllegalStateException.class, () -> rollout.resolve(id(2)));
+    assertEquals("adapter_version 'run-1/v000002' is PUBLISHED and not loaded; only ACTIVE and READY versions "
+        + "serve requests", e.getMessage());
+  }
+
+  @Test
+  void keepBelowTwoIsRefused() {
+    assertThrows(IllegalArgumentException.class, () -> new AdapterRollout(Versions.BASE_MODEL, 1));
+  }
+}

@@ -1,0 +1,81 @@
+package io.vllmtrain.inference;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The typed config: defaults, file + environment, and start-time validation that names every bad key. */
+class InferenceConfigTest {
+  static Map<String, String> minimal() {
+    return new HashMap<>(Map.of(
+        "base.model", "tiny-base",
+        "engine.addresses", "127.0.0.1:50061, 127.0.0.1:50062",
+        "kafka.bootstrap.servers", "127.0.0.1:9092",
+        "registry.url", "http://127.0.0.1:8081/"));
+  }
+
+  @Test
+  void defaultsFillEverythingButTheFourRequiredKeys() {
+    InferenceConfig c = InferenceConfig.fromMap(minimal());
+    assertEquals(50051, c.port());
+    assertEquals(List.of("127.0.0.1:50061", "127.0.0.1:50062"), c.engines());
+    assertEquals(Optional.empty(), c.tls());
+    assertEquals(3, c.keepVersions());
+    assertEquals(Duration.ofSeconds(60), c.loadTimeout());
+    assertEquals(10_000, c.eventBufferCapacity());
+    assertEquals("http://127.0.0.1:8081", c.kafka().registryUrl());
+    assertFalse(c.startPaused());
+  }
+
+  @Test
+  void environmentOverridesTheFile(@TempDir Path dir) throws Exception {
+    Path file = dir.resolve("inference.properties");
+    StringBuilder text = new StringBuilder();
+    minimal().forEach((k, v) -> text.append(k).append('=').append(v).append('\n'));
+    text.append("server.port=6000\nrollout.keep=5\n");
+    Files.writeString(file, text);
+    InferenceConfig c = InferenceConfig.load(file, Map.of("VT_SERVER_PORT", "7000", "VT_ROLLOUT_PIN", "run/v000002"));
+    assertEquals(7000, c.port());
+    assertEquals(5, c.keepVersions());
+    assertEquals(Optional.of("run/v000002"), c.startPinned());
+  }
+
+  @Test
+  void everyProblemIsReportedAtOnceWithItsKeyAndVariable() {
+    Map<String, String> values = new HashMap<>(Map.of(
+        "engine.addresses", "localhost",
+        "server.port", "http",
+        "rollout.keep", "1",
+        "server.tls.cert", "/nonexistent/cert.pem"));
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> InferenceConfig.fromMap(values));
+    String m = e.getMessage();
+    assertTrue(m.contains("base.model (env VT_BASE_MODEL) is not set"), m);
+    assertTrue(m.contains("engine.addresses (env VT_ENGINE_ADDRESSES): 'localhost' is not host:port"), m);
+    assertTrue(m.contains("server.port (env VT_SERVER_PORT) = 'http' is not an integer"), m);
+    assertTrue(m.contains("rollout.keep (env VT_ROLLOUT_KEEP) = 1 is outside [2, 64]"), m);
+    assertTrue(m.contains("server.tls.cert (env VT_SERVER_TLS_CERT) = /nonexistent/cert.pem: no readable file"), m);
+    assertTrue(m.contains("server.tls.cert and server.tls.key must be set together"), m);
+    assertTrue(m.contains("kafka.bootstrap.servers (env VT_KAFKA_BOOTSTRAP_SERVERS) is not set"), m);
+    assertTrue(m.contains("registry.url (env VT_REGISTRY_URL) is not set"), m);
+  }
+
+  @Test
+  void mutualTlsNeedsTheServerCertificateToo(@TempDir Path dir) throws Exception {
+    Path ca = Files.writeString(dir.resolve("ca.pem"), "x");
+    Map<String, String> values = minimal();
+    values.put("server.tls.client.ca", ca.toString());
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> InferenceConfig.fromMap(values));
+    assertTrue(e.getMessage().contains("server.tls.client.ca needs server.tls.cert and server.tls.key"));
+  }
+}
