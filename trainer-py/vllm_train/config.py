@@ -219,7 +219,10 @@ class LoRATrainConfig:
             kwargs[name] = _coerce(key, raw, hints[name])
         if "model" not in kwargs:
             raise ConfigError(f"{prefix}model: set the base model (a Hugging Face name or a local model directory)")
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ConfigError as e:  # name the key as the user wrote it
+            raise ConfigError(f"{prefix}{e}") from None
 
 
 def _coerce(key: str, raw: Any, hint: Any) -> Any:
