@@ -34,6 +34,7 @@ _REASON_TO_ERROR: dict[str, type[EngineError]] = {
     "dora": InvalidArgument,
     "bias": InvalidArgument,
     "modules_to_save": InvalidArgument,
+    "unsupported_feature": InvalidArgument,
     "bad_weights": InvalidArgument,
     "non_finite": InvalidArgument,
     "rank": FailedPrecondition,            # a fine adapter, above this engine's --max-lora-rank

@@ -31,7 +31,7 @@ def _opt(default: Any = MISSING, help: str = "", **kw) -> Any:
 class EngineConfig:
     """Every knob of one engine worker (one base model, one gRPC port, hot-loadable LoRA adapters)."""
 
-    model: str = _opt(help="base model: a Hugging Face model directory or hub name (required)")
+    model: str = _opt("", help="base model: a Hugging Face model directory or hub name (required)")
     backend: str = _opt("hf", help="hf (transformers + PEFT, CPU or GPU) or vllm (vLLM AsyncLLM, GPU)")
     served_model_name: str = _opt("", help="the base model's name in Health and in adapters' base_model_name_or_path "
                                           "(default: --model)")
@@ -42,8 +42,8 @@ class EngineConfig:
     replica: str = _opt("", help="this replica's name in replies and Health (default: host name and port)")
     max_lora_rank: int = _opt(64, help=f"largest adapter rank accepted, one of {SUPPORTED_MAX_LORA_RANKS}")
     max_loras: int = _opt(8, help="adapters loaded at once; LoadAdapter beyond it is refused until one is unloaded")
-    max_loras_per_batch: int = _opt(4, help="vllm: adapters mixed in one GPU batch (vLLM's max_loras); "
-                                            "at most max_loras")
+    max_loras_per_batch: int = _opt(0, help="vllm: adapters mixed in one GPU batch (vLLM's max_loras), at most "
+                                            "max_loras (0 = min(4, max_loras))")
     device: str = _opt("auto", help="hf: cpu, cuda or auto (cuda when available)")
     dtype: str = _opt("auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16 or float16")
     max_n: int = _opt(8, help="largest n (completions per request) accepted")
@@ -60,6 +60,8 @@ class EngineConfig:
         object.__setattr__(self, "adapter_root", Path(self.adapter_root))
         if not self.served_model_name:
             object.__setattr__(self, "served_model_name", self.model)
+        if self.max_loras_per_batch == 0:
+            object.__setattr__(self, "max_loras_per_batch", min(4, max(self.max_loras, 1)))
         if not self.replica:
             object.__setattr__(self, "replica", f"{socket.gethostname()}:{self.port}")
         problems = self.problems()
@@ -125,7 +127,7 @@ class EngineConfig:
         p.add_argument("--config", help="properties file of field=value lines (lower precedence than env and flags)")
         for f in fields(cls):
             flag = "--" + f.name.replace("_", "-")
-            default_text = "" if f.default is MISSING else f" (default {f.default})"
+            default_text = "" if f.default in (MISSING, "") else f" (default {f.default})"
             if f.type in ("bool", bool):
                 p.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
                                help=f.metadata["help"] + default_text)

@@ -77,13 +77,22 @@ class EngineServer:
         return port
 
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful shutdown: NOT_SERVING, refuse new requests, let in-flight ones finish within ``grace`` seconds."""
+        """Graceful shutdown: NOT_SERVING, refuse new requests (UNAVAILABLE, which clients retry elsewhere), let the
+        requests in flight finish within ``grace`` seconds, then close the server and the backend."""
         grace = self.config.shutdown_grace_s if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         self.service.begin_shutdown()
+        if self._server is None:
+            await self.backend.close()
+            return
         await self.health.enter_graceful_shutdown()
         log.info("engine %s shutting down (%d requests in flight, grace %.0f s)", self.config.replica,
                  self.service.registry.in_flight, grace)
-        await self._server.stop(grace)
+        # The server stays open while requests drain, so new ones get our UNAVAILABLE rather than a reset connection.
+        while self.service.registry.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await self._server.stop(max(deadline - loop.time(), 0.5))
         await self.backend.close()
         log.info("engine %s stopped", self.config.replica)
 
