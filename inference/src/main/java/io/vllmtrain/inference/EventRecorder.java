@@ -187,15 +187,20 @@ public final class EventRecorder implements AutoCloseable {
     for (ProducerRecord<String, SpecificRecord> event; (event = toSend.pollFirst()) != null; ) {
       undelivered++;
       dropped.incrementAndGet();
+      room.release();
       log.warn("event not delivered before shutdown: topic={} key={}", event.topic(), event.key());
     }
-    // Events handed to the producer but never acknowledged were failed by its close and counted there.
-    long pending = capacity - room.availablePermits() - undelivered;
-    if (undelivered + Math.max(0, pending) > 0) {
-      log.warn("{} events did not reach Kafka before shutdown ({} still buffered, {} unacknowledged)",
-          undelivered + Math.max(0, pending), undelivered, Math.max(0, pending));
+    // Handed to the producer but never acknowledged, and not failed by its close either.
+    int unacknowledged = capacity - room.availablePermits();
+    if (unacknowledged > 0) {
+      dropped.addAndGet(unacknowledged);
+      room.release(unacknowledged);
+      log.warn("{} events handed to Kafka were not acknowledged before shutdown", unacknowledged);
     }
-    return undelivered + Math.max(0, pending);
+    if (undelivered + unacknowledged > 0) {
+      log.warn("{} events did not reach Kafka before shutdown", undelivered + unacknowledged);
+    }
+    return undelivered + unacknowledged;
   }
 
   @Override

@@ -85,6 +85,7 @@ public final class InferenceServer {
     }
     this.controller = new RolloutController(rollout, router, metrics, config.loadTimeout(), config.loadAttempts(),
         config.startPinned());
+    controller.onServingChange(this::updateHealth);
     this.monitor = new EngineHealthMonitor(router, controller, config.baseModel(), config.engineHealthInterval(),
         this::updateHealth);
     this.follower = Optional.ofNullable(versions).map(c -> new AdapterVersionFollower(c, controller, metrics));

@@ -54,6 +54,7 @@ public final class RolloutController implements AutoCloseable {
   private volatile boolean caughtUp;
   private volatile boolean started;
   private volatile Optional<String> startPin;
+  private volatile Runnable onServingChange = () -> {};
 
   public RolloutController(AdapterRollout rollout, EngineRouter router, InferenceMetrics metrics,
       Duration loadTimeout, int loadAttempts, Optional<String> startPin) {
@@ -69,6 +70,11 @@ public final class RolloutController implements AutoCloseable {
 
   public AdapterRollout rollout() {
     return rollout;
+  }
+
+  /** Runs after a replica joins or the service starts serving (the server updates its gRPC health there). */
+  void onServingChange(Runnable listener) {
+    this.onServingChange = listener;
   }
 
   /**
@@ -256,6 +262,7 @@ public final class RolloutController implements AutoCloseable {
     if (!started) {
       started = true;
       log.info("serving: active version {} on {} replicas", label(rollout.active()), router.inService().size());
+      onServingChange.run();
     }
   }
 
@@ -293,6 +300,7 @@ public final class RolloutController implements AutoCloseable {
       if (replica.finishJoin(have)) {
         log.info("engine replica {} in service with active version {} ({} adapters)", replica.name(), label(active),
             have.size());
+        onServingChange.run();
       }
     } catch (LoadFailure | StatusRuntimeException e) {
       replica.markDown("join failed: " + e.getMessage());

@@ -1,0 +1,217 @@
+package io.vllmtrain.inference;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.vllmtrain.proto.v1.ActivateRequest;
+import io.vllmtrain.proto.v1.AdapterVersionInfo;
+import io.vllmtrain.proto.v1.ChatMessage;
+import io.vllmtrain.proto.v1.GenerateRequest;
+import io.vllmtrain.proto.v1.GenerateResponse;
+import io.vllmtrain.proto.v1.ListVersionsRequest;
+import io.vllmtrain.proto.v1.ListVersionsResponse;
+import io.vllmtrain.proto.v1.PauseRolloutRequest;
+import io.vllmtrain.proto.v1.Prompt;
+import io.vllmtrain.proto.v1.ResumeRolloutRequest;
+import io.vllmtrain.proto.v1.RollbackRequest;
+import io.vllmtrain.proto.v1.VersionStatus;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.atomic.AtomicBoolean;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The rollout controller against in-process engines that can refuse a load, crash and restart: what is loaded
+ * where, what serves, and that no request fails on the way. (Real engine workers: RolloutAcceptanceTest.)
+ */
+class RolloutControllerTest {
+  static final String V1 = Versions.id("run-1", 1);
+  static final String V2 = Versions.id("run-1", 2);
+  InProcessInference service;
+
+  @AfterEach
+  void stop() {
+    if (service != null) {
+      service.close();
+    }
+  }
+
+  static GenerateRequest hello() {
+    return GenerateRequest.newBuilder().setPrompt(Prompt.newBuilder()
+        .addMessages(ChatMessage.newBuilder().setRole("user").setContent("hello"))).build();
+  }
+
+  /** Clients sending requests back to back until stopped; every answer and every error is kept. */
+  static final class Load implements AutoCloseable {
+    final ConcurrentLinkedQueue<GenerateResponse> answers = new ConcurrentLinkedQueue<>();
+    final ConcurrentLinkedQueue<StatusRuntimeException> errors = new ConcurrentLinkedQueue<>();
+    final AtomicBoolean running = new AtomicBoolean(true);
+    final List<Thread> clients;
+
+    Load(InProcessInference service, int n) {
+      clients = java.util.stream.IntStream.range(0, n).mapToObj(i -> new Thread(() -> {
+        while (running.get()) {
+          try {
+            answers.add(service.inference.generate(hello()));
+          } catch (StatusRuntimeException e) {
+            errors.add(e);
+          }
+        }
+      }, "client-" + i)).toList();
+      clients.forEach(Thread::start);
+    }
+
+    @Override
+    public void close() throws InterruptedException {
+      running.set(false);
+      for (Thread t : clients) {
+        t.join();
+      }
+    }
+  }
+
+  @Test
+  void aVersionRefusedByOneReplicaLeavesTrafficOnTheOldOne() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    service.engine(1).loadOutcome = r -> r.getName().equals(V2)
+        ? Status.NOT_FOUND.withDescription("adapter directory run-1/v000002 does not exist") : null;
+    service.controller().published(Versions.of("run-1", 2));
+    Await.until("v2 failed", () -> service.controller().rollout().view(V2).orElseThrow().status()
+        == AdapterRollout.Status.FAILED);
+    assertEquals(V1, service.controller().rollout().active());
+    assertEquals(V1, service.inference.generate(hello()).getAdapterVersion());
+    String reason = service.controller().rollout().view(V2).orElseThrow().failureReason();
+    assertTrue(reason.startsWith(service.engine(1).name + ": NOT_FOUND adapter directory"), reason);
+    Await.until("the replica that took v2 unloads it", () -> !service.engine(0).adapters.containsKey(V2));
+  }
+
+  @Test
+  void aRolloutUnderLoadFailsNoRequestAndLabelsEachWithTheVersionThatServedIt() throws Exception {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    Load load = new Load(service, 8);
+    for (int n = 2; n <= 5; n++) {
+      service.rollOut(Versions.of("run-1", n));
+      Thread.sleep(100);
+    }
+    load.close();
+    assertEquals(List.of(), List.copyOf(load.errors));
+    assertTrue(service.engines.values().stream().allMatch(e -> e.refusedGenerates.get() == 0));
+    for (GenerateResponse a : load.answers) {
+      assertTrue(a.getResponses(0).getText().startsWith("[" + a.getAdapterVersion() + "]"),
+          "labelled with the version that produced the text: " + a);
+    }
+    Set<String> served = new java.util.TreeSet<>();
+    load.answers.forEach(a -> served.add(a.getAdapterVersion()));
+    assertTrue(served.contains(V1) && served.contains(Versions.id("run-1", 5)), served.toString());
+  }
+
+  @Test
+  void onlyTheLastKVersionsStayLoaded() {
+    service = new InProcessInference(2, Map.of("rollout.keep", "2"), InProcessInference.autoAckKafka())
+        .started(Versions.of("run-1", 1));
+    service.rollOut(Versions.of("run-1", 2));
+    service.rollOut(Versions.of("run-1", 3));
+    for (InProcessEngine e : service.engines.values()) {
+      Await.until("v1 unloaded from " + e.name, () -> e.adapters.keySet().equals(Set.of(V2, Versions.id("run-1", 3))));
+    }
+    assertEquals(AdapterRollout.Status.RETIRED, service.controller().rollout().view(V1).orElseThrow().status());
+  }
+
+  @Test
+  void aRestartedReplicaGetsTheActiveVersionBeforeAnyTraffic() throws Exception {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    service.rollOut(Versions.of("run-1", 2));
+    InProcessEngine b = service.engine(1);
+    try (Load load = new Load(service, 4)) {
+      b.crash();
+      Await.until("b out of service", () -> service.server.router().inService().size() == 1);
+      int servedBeforeRestart = b.generated.get();
+      b.restart();
+      Await.until("b back in service", () -> service.server.router().inService().size() == 2);
+      Await.until("b serving again", () -> b.generated.get() > servedBeforeRestart + 10);
+      load.close();
+      assertEquals(List.of(), List.copyOf(load.errors));
+      assertTrue(load.answers.stream().allMatch(a -> a.getAdapterVersion().equals(V2)));
+    }
+    assertEquals(0, b.refusedGenerates.get(), "no request reached b before it had v2");
+    assertEquals(Set.of(V1, V2), b.adapters.keySet(), "the active version and the one kept for rollback");
+  }
+
+  @Test
+  void aReplicaUnreachableDuringALoadIsTakenOutAndTheRolloutGoesOn() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    InProcessEngine b = service.engine(1);
+    b.loadOutcome = r -> {
+      b.crash(); // dies while loading
+      return Status.UNAVAILABLE.withDescription("connection reset");
+    };
+    service.rollOut(Versions.of("run-1", 2));
+    assertEquals(List.of(service.engine(0).name),
+        service.server.router().inService().stream().map(EngineReplica::name).toList());
+    b.loadOutcome = r -> null;
+    b.restart();
+    Await.until("b rejoined with v2", () -> service.server.router().inService().size() == 2);
+    assertTrue(b.adapters.containsKey(V2));
+  }
+
+  @Test
+  void operatorsActivateRollBackPauseAndResume() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    service.rollOut(Versions.of("run-1", 2));
+    var adapters = service.adapters;
+
+    AdapterVersionInfo back = adapters.rollback(RollbackRequest.getDefaultInstance());
+    assertEquals(V1, back.getVersionId());
+    assertEquals(VersionStatus.ACTIVE, back.getStatus());
+    assertEquals(V1, service.inference.generate(hello()).getAdapterVersion());
+    ListVersionsResponse list = adapters.listVersions(ListVersionsRequest.getDefaultInstance());
+    assertEquals(VersionStatus.FAILED, list.getVersions(1).getStatus());
+    assertEquals("rolled back by an operator", list.getVersions(1).getFailureReason());
+    assertEquals(V1, list.getRollout().getPinnedVersion());
+
+    service.controller().published(Versions.of("run-1", 3));
+    Await.until("v3 listed", () -> service.controller().rollout().versions().size() == 3);
+    assertEquals(V1, service.controller().rollout().active(), "pinned: v3 waits");
+    assertFalse(adapters.resumeRollout(ResumeRolloutRequest.getDefaultInstance()).getPaused());
+    service.awaitActive(Versions.id("run-1", 3));
+
+    assertTrue(adapters.pauseRollout(PauseRolloutRequest.getDefaultInstance()).getPaused());
+    service.controller().published(Versions.of("run-1", 4));
+    Await.until("v4 listed", () -> service.controller().rollout().versions().size() == 4);
+    assertEquals(VersionStatus.PUBLISHED, adapters.listVersions(ListVersionsRequest.getDefaultInstance())
+        .getVersions(3).getStatus());
+
+    AdapterVersionInfo pinned = adapters.activate(ActivateRequest.newBuilder().setVersionId(V2).build());
+    assertEquals(V2, pinned.getVersionId(), "an operator may bring back a rolled-back version explicitly");
+    assertEquals(VersionStatus.ACTIVE, pinned.getStatus());
+    assertEquals(0.67, pinned.getLoss(), 1e-9);
+    assertEquals(V2, service.inference.generate(hello()).getAdapterVersion());
+  }
+
+  @Test
+  void anActivateThatAReplicaRefusesIsAFailedPreconditionAndChangesNothing() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    service.controller().pause();
+    service.controller().published(Versions.of("run-1", 2));
+    service.engine(0).loadOutcome = r -> Status.FAILED_PRECONDITION.withDescription("rank 128 above max 64");
+    StatusRuntimeException e = org.junit.jupiter.api.Assertions.assertThrows(StatusRuntimeException.class,
+        () -> service.adapters.activate(ActivateRequest.newBuilder().setVersionId(V2).build()));
+    assertEquals(Status.Code.FAILED_PRECONDITION, e.getStatus().getCode());
+    assertTrue(e.getStatus().getDescription().contains("rank 128 above max 64"), e.getStatus().getDescription());
+    assertEquals(V1, service.controller().rollout().active());
+  }
+
+  @Test
+  void rolloutPinStartsOnTheConfiguredVersion() {
+    service = new InProcessInference(2, Map.of("rollout.pin", V1), InProcessInference.autoAckKafka())
+        .started(Versions.of("run-1", 1), Versions.of("run-1", 2));
+    assertEquals(V1, service.controller().rollout().active());
+    assertEquals(V1, service.inference.generate(hello()).getAdapterVersion());
+  }
+}
