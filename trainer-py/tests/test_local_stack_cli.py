@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 def local_stack(command: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(["java", "-Dorg.apache.logging.log4j.level=WARN", "-cp", java_classpath(),
+    return subprocess.run(["java", "-Dlog4j2.configurationFile=classpath:vllm_train/stack/log4j2-cli.properties", "-cp", java_classpath(),
                            "io.vllmtrain.stack.LocalStack", command], env={**os.environ, **env},
                           capture_output=True, text=True, timeout=240)
 

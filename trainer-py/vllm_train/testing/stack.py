@@ -27,7 +27,7 @@ def java_classpath() -> str:
 
 def run_java(main_class: str, *args: str, env: dict | None = None, timeout: float = 180) -> str:
     """Runs a main class of the stack module and returns its stdout; raises with its output when it fails."""
-    proc = subprocess.run(["java", "-Dorg.apache.logging.log4j.level=WARN", "-cp", java_classpath(), main_class,
+    proc = subprocess.run(["java", "-Dlog4j2.configurationFile=classpath:vllm_train/stack/log4j2-cli.properties", "-cp", java_classpath(), main_class,
                            *args], env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0:
