@@ -38,15 +38,15 @@ def pid_alive(pid: int) -> bool:
 
 
 def test_up_status_down_leaves_nothing_running(tmp_path):
-    ports = {"VT_KAFKA_PORT": free_port(), "VT_CONTROLLER_PORT": free_port(), "VT_REGISTRY_PORT": free_port(),
-             "VT_REGISTRY_MANAGEMENT_PORT": free_port()}
-    env = {"VT_STACK_DIR": str(tmp_path / "stack"), "VT_REGISTRY_STORAGE": "mem", **{k: str(v) for k, v in ports.items()}}
+    ports = {"VT_STACK_KAFKA_PORT": free_port(), "VT_STACK_CONTROLLER_PORT": free_port(), "VT_STACK_REGISTRY_PORT": free_port(),
+             "VT_STACK_REGISTRY_MANAGEMENT_PORT": free_port()}
+    env = {"VT_STACK_DIR": str(tmp_path / "stack"), "VT_STACK_REGISTRY_STORAGE": "mem", **{k: str(v) for k, v in ports.items()}}
     pids = []
     try:
         up = local_stack("up", env)
         assert up.returncode == 0, up.stderr
-        assert f"127.0.0.1:{ports['VT_KAFKA_PORT']}" in up.stdout
-        assert f"http://127.0.0.1:{ports['VT_REGISTRY_PORT']}" in up.stdout
+        assert f"127.0.0.1:{ports['VT_STACK_KAFKA_PORT']}" in up.stdout
+        assert f"http://127.0.0.1:{ports['VT_STACK_REGISTRY_PORT']}" in up.stdout
         pids = [int((tmp_path / "stack" / f"{name}.pid").read_text()) for name in ("kafka", "registry")]
         assert all(pid_alive(p) for p in pids)
 
@@ -56,8 +56,8 @@ def test_up_status_down_leaves_nothing_running(tmp_path):
         # A second stack that wants the same broker port gets a clear error, and starts nothing.
         clash = local_stack("up", {**env, "VT_STACK_DIR": str(tmp_path / "other")})
         assert clash.returncode == 1
-        assert f"port {ports['VT_KAFKA_PORT']} (Kafka broker) is already in use" in clash.stderr
-        assert "VT_KAFKA_PORT" in clash.stderr
+        assert f"port {ports['VT_STACK_KAFKA_PORT']} (Kafka broker) is already in use" in clash.stderr
+        assert "VT_STACK_KAFKA_PORT" in clash.stderr
     finally:
         down = local_stack("down", env)
     assert down.returncode == 0

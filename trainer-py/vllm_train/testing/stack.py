@@ -59,8 +59,8 @@ def start_local_stack() -> LocalStackHandle:
     if bootstrap and registry:
         return LocalStackHandle(bootstrap, registry.rstrip("/"))
     stack_dir = Path(tempfile.mkdtemp(prefix="vt-pytest-stack-"))
-    env = {"VT_STACK_DIR": str(stack_dir), "VT_KAFKA_PORT": "0", "VT_CONTROLLER_PORT": "0", "VT_REGISTRY_PORT": "0",
-           "VT_REGISTRY_MANAGEMENT_PORT": "0", "VT_REGISTRY_STORAGE": "mem"}
+    env = {"VT_STACK_DIR": str(stack_dir), "VT_STACK_KAFKA_PORT": "0", "VT_STACK_CONTROLLER_PORT": "0", "VT_STACK_REGISTRY_PORT": "0",
+           "VT_STACK_REGISTRY_MANAGEMENT_PORT": "0", "VT_STACK_REGISTRY_STORAGE": "mem"}
     try:
         run_java("io.vllmtrain.stack.LocalStack", "up", env=env)
     except Exception:

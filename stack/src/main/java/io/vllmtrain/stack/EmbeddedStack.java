@@ -91,7 +91,7 @@ public final class EmbeddedStack {
       Path root = RepoRoot.find();
       Path dir = Files.createTempDirectory("vt-registry-");
       StackConfig config = new StackConfig(dir, "127.0.0.1", 0, 0, Ports.free(), Ports.free(),
-          System.getenv("VT_REGISTRY_JAVA"));
+          System.getenv("VT_STACK_REGISTRY_JAVA"));
       RegistryServer registryServer = new RegistryServer(config);
       Runtime.getRuntime().addShutdownHook(new Thread(() -> {
         registryServer.process().stop(Duration.ofSeconds(10));

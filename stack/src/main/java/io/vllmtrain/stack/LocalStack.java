@@ -32,7 +32,7 @@ public final class LocalStack {
       Path root = RepoRoot.find();
       LocalStack stack = new LocalStack(StackConfig.fromEnv(System.getenv(), root.resolve(".stack")), root);
       switch (cmd) {
-        case "up" -> stack.up(System.getenv().getOrDefault("VT_REGISTRY_STORAGE", "kafkasql"));
+        case "up" -> stack.up(System.getenv().getOrDefault("VT_STACK_REGISTRY_STORAGE", "kafkasql"));
         case "down" -> stack.down();
         case "status" -> System.exit(stack.status() ? 0 : 3);
         default -> {
@@ -123,10 +123,10 @@ public final class LocalStack {
         return config;
       }
       StackConfig c = config.withPorts(
-          Ports.claim(config.kafkaPort(), "Kafka broker", "VT_KAFKA_PORT"),
-          Ports.claim(config.controllerPort(), "Kafka controller", "VT_CONTROLLER_PORT"),
-          Ports.claim(config.registryPort(), "schema registry", "VT_REGISTRY_PORT"),
-          Ports.claim(config.registryManagementPort(), "registry management", "VT_REGISTRY_MANAGEMENT_PORT"));
+          Ports.claim(config.kafkaPort(), "Kafka broker", "VT_STACK_KAFKA_PORT"),
+          Ports.claim(config.controllerPort(), "Kafka controller", "VT_STACK_CONTROLLER_PORT"),
+          Ports.claim(config.registryPort(), "schema registry", "VT_STACK_REGISTRY_PORT"),
+          Ports.claim(config.registryManagementPort(), "registry management", "VT_STACK_REGISTRY_MANAGEMENT_PORT"));
       Files.createDirectories(config.dir());
       Files.writeString(ports, "kafka=" + c.kafkaPort() + "\ncontroller=" + c.controllerPort() + "\nregistry="
           + c.registryPort() + "\nmanagement=" + c.registryManagementPort() + "\n");

@@ -6,9 +6,9 @@ import java.util.Map;
 /**
  * Where the local stack lives and which loopback ports it uses. Port 0 means "pick a free port".
  *
- * <p>Environment: {@code VT_STACK_DIR} (default {@code .stack}), {@code VT_KAFKA_PORT} (9092),
- * {@code VT_CONTROLLER_PORT} (9093), {@code VT_REGISTRY_PORT} (8081), {@code VT_REGISTRY_MANAGEMENT_PORT} (9091),
- * {@code VT_REGISTRY_JAVA} (a java binary of version 21 or newer, found automatically when unset).
+ * <p>Environment: {@code VT_STACK_DIR} (default {@code .stack}), {@code VT_STACK_KAFKA_PORT} (9092),
+ * {@code VT_STACK_CONTROLLER_PORT} (9093), {@code VT_STACK_REGISTRY_PORT} (8081), {@code VT_STACK_REGISTRY_MANAGEMENT_PORT} (9091),
+ * {@code VT_STACK_REGISTRY_JAVA} (a java binary of version 21 or newer, found automatically when unset).
  */
 public record StackConfig(Path dir, String host, int kafkaPort, int controllerPort, int registryPort,
     int registryManagementPort, String registryJava) {
@@ -17,11 +17,11 @@ public record StackConfig(Path dir, String host, int kafkaPort, int controllerPo
     return new StackConfig(
         Path.of(env.getOrDefault("VT_STACK_DIR", defaultDir.toString())).toAbsolutePath(),
         "127.0.0.1",
-        port(env, "VT_KAFKA_PORT", 9092),
-        port(env, "VT_CONTROLLER_PORT", 9093),
-        port(env, "VT_REGISTRY_PORT", 8081),
-        port(env, "VT_REGISTRY_MANAGEMENT_PORT", 9091),
-        env.get("VT_REGISTRY_JAVA"));
+        port(env, "VT_STACK_KAFKA_PORT", 9092),
+        port(env, "VT_STACK_CONTROLLER_PORT", 9093),
+        port(env, "VT_STACK_REGISTRY_PORT", 8081),
+        port(env, "VT_STACK_REGISTRY_MANAGEMENT_PORT", 9091),
+        env.get("VT_STACK_REGISTRY_JAVA"));
   }
 
   public StackConfig withPorts(int kafka, int controller, int registry, int management) {

@@ -12,9 +12,9 @@ class PortsTest {
   @Test
   void aTakenPortIsAClearErrorNamingTheSettingToChange() throws Exception {
     try (ServerSocket taken = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
-      var e = assertThrows(StackException.class, () -> Ports.claim(taken.getLocalPort(), "Kafka broker", "VT_KAFKA_PORT"));
+      var e = assertThrows(StackException.class, () -> Ports.claim(taken.getLocalPort(), "Kafka broker", "VT_STACK_KAFKA_PORT"));
       assertTrue(e.getMessage().contains("already in use"), e.getMessage());
-      assertTrue(e.getMessage().contains("VT_KAFKA_PORT"), e.getMessage());
+      assertTrue(e.getMessage().contains("VT_STACK_KAFKA_PORT"), e.getMessage());
     }
   }
 
@@ -30,7 +30,7 @@ class PortsTest {
       var java = JavaRuntimes.find(21, null, RepoRoot.find());
       assertTrue(java.toString().endsWith("bin/java"));
     } catch (StackException e) {
-      assertTrue(e.getMessage().contains("VT_REGISTRY_JAVA"), e.getMessage());
+      assertTrue(e.getMessage().contains("VT_STACK_REGISTRY_JAVA"), e.getMessage());
     }
   }
 }
