@@ -74,7 +74,7 @@ public final class AvroSerdes {
       } catch (RuntimeException e) {
         String type = data == null ? "null" : data.getSchema().getName();
         String why = data == null ? rootMessage(e) : SchemaMismatch.find(data).orElse(rootMessage(e));
-        throw new SerializationException(type + " for " + topic + " does not match its schema: " + why);
+        throw new SerializationException(type + " for " + topic + " does not match its schema: " + why, e);
       }
     }
 
@@ -107,7 +107,7 @@ public final class AvroSerdes {
           throw new SerializationException("schema id " + id + " of a record on " + topic
               + " is unknown to the registry at " + registryUrl);
         }
-        throw new SerializationException("cannot decode a record on " + topic + " (schema id " + id + "): " + why);
+        throw new SerializationException("cannot decode a record on " + topic + " (schema id " + id + "): " + why, e);
       }
     }
 

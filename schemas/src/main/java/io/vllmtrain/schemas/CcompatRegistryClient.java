@@ -102,7 +102,8 @@ final class CcompatRegistryClient {
       }
       return JSON.readTree(r.body());
     } catch (IOException e) {
-      throw new SerializationException("cannot reach the registry at " + baseUrl + " (" + what + "): " + e.getMessage());
+      throw new SerializationException("cannot reach the registry at " + baseUrl + " (" + what + "): " + e.getMessage(),
+          e);
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
       throw new SerializationException("interrupted while asking the registry for " + what);
