@@ -16,6 +16,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.UUID;
+import java.util.function.Function;
+import org.apache.kafka.clients.consumer.Consumer;
 import org.apache.avro.specific.SpecificRecord;
 import org.apache.kafka.clients.producer.MockProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
@@ -36,12 +38,20 @@ final class InProcessInference implements AutoCloseable {
   final AdapterServiceGrpc.AdapterServiceBlockingStub adapters;
 
   InProcessInference(int replicas, Map<String, String> overrides, MockProducer<String, SpecificRecord> kafka) {
+    this(replicas, overrides, kafka, c -> new EventRecorder(kafka, c.eventBufferCapacity()), c -> null);
+  }
+
+  /**
+   * With the event recorder and adapter-version consumer the functions build from the config (a null consumer:
+   * versions are handed to the controller by the test). The engines serve the config's base.model.
+   */
+  InProcessInference(int replicas, Map<String, String> overrides, MockProducer<String, SpecificRecord> kafka,
+      Function<InferenceConfig, EventRecorder> events,
+      Function<InferenceConfig, Consumer<String, AdapterVersion>> versions) {
     String prefix = "engine-" + UUID.randomUUID().toString().substring(0, 8) + "-";
     List<String> addresses = new ArrayList<>();
     for (int i = 0; i < replicas; i++) {
-      String address = prefix + (char) ('a' + i) + ":1";
-      engines.put(address, InProcessEngine.start(address));
-      addresses.add(address);
+      addresses.add(prefix + (char) ('a' + i) + ":1");
     }
     Map<String, String> config = new HashMap<>(Map.of(
         "base.model", Versions.BASE_MODEL,
@@ -54,12 +64,16 @@ final class InProcessInference implements AutoCloseable {
         "registry.url", "http://unused:8080"));
     config.putAll(overrides);
     InferenceConfig c = InferenceConfig.fromMap(config);
+    for (String address : addresses) {
+      InProcessEngine engine = InProcessEngine.start(address);
+      engine.model = c.baseModel();
+      engines.put(address, engine);
+    }
     this.kafka = kafka;
     String serverName = "inference-" + UUID.randomUUID();
     try {
       server = new InferenceServer(InProcessServerBuilder.forName(serverName), c,
-          address -> InProcessChannelBuilder.forName(address).build(),
-          new EventRecorder(kafka, c.eventBufferCapacity()), null).start();
+          address -> InProcessChannelBuilder.forName(address).build(), events.apply(c), versions.apply(c)).start();
     } catch (IOException e) {
       throw new UncheckedIOException(e);
     }
@@ -92,7 +106,12 @@ final class InProcessInference implements AutoCloseable {
       controller().published(v);
     }
     controller().caughtUp();
-    Await.until("the service to start", () -> controller().started()
+    return awaitStarted();
+  }
+
+  /** Waits until the service serves with every replica in service. */
+  InProcessInference awaitStarted() {
+    Await.until("the service to start", Duration.ofSeconds(60), () -> controller().started()
         && server.router().inService().size() == engines.size());
     return this;
   }

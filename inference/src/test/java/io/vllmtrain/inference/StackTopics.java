@@ -1,0 +1,66 @@
+package io.vllmtrain.inference;
+
+import io.vllmtrain.events.AdapterVersion;
+import io.vllmtrain.schemas.AvroSerdes;
+import io.vllmtrain.schemas.KafkaSettings;
+import io.vllmtrain.schemas.Topics;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Predicate;
+import org.apache.avro.specific.SpecificRecord;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.serialization.StringSerializer;
+
+/** Reading and writing the real topics of the embedded stack the way other components do (AvroSerdes). */
+final class StackTopics {
+  private StackTopics() {}
+
+  /** Publishes adapter versions as the trainer does: keyed by version id, on llm.adapter-versions. */
+  static void publish(KafkaSettings settings, AdapterVersion... versions) {
+    Map<String, Object> props = settings.clientProperties();
+    props.put("enable.idempotence", true);
+    try (KafkaProducer<String, AdapterVersion> p = new KafkaProducer<>(props, new StringSerializer(),
+        AvroSerdes.<AdapterVersion>valueSerializer(settings))) {
+      for (AdapterVersion v : versions) {
+        p.send(new ProducerRecord<>(Topics.ADAPTER_VERSIONS.name(), v.getVersionId(), v));
+      }
+      p.flush();
+    }
+  }
+
+  /** Reads {@code topic} from the start until {@code count} records match, or fails after {@code timeout}. */
+  static <T extends SpecificRecord> List<ConsumerRecord<String, T>> read(KafkaSettings settings, String topic,
+      Predicate<ConsumerRecord<String, T>> match, int count, Duration timeout) {
+    Map<String, Object> props = settings.clientProperties();
+    props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
+    List<ConsumerRecord<String, T>> found = new ArrayList<>();
+    try (KafkaConsumer<String, T> c = new KafkaConsumer<>(props, new StringDeserializer(),
+        AvroSerdes.<T>valueDeserializer(settings))) {
+      List<TopicPartition> partitions = c.partitionsFor(topic).stream()
+          .map(p -> new TopicPartition(topic, p.partition())).toList();
+      c.assign(partitions);
+      c.seekToBeginning(partitions);
+      long deadline = System.nanoTime() + timeout.toNanos();
+      while (found.size() < count && System.nanoTime() < deadline) {
+        for (ConsumerRecord<String, T> r : c.poll(Duration.ofMillis(200))) {
+          if (match.test(r)) {
+            found.add(r);
+          }
+        }
+      }
+    }
+    if (found.size() < count) {
+      throw new AssertionError("found " + found.size() + " of " + count + " records on " + topic + " within "
+          + timeout.toSeconds() + " s");
+    }
+    return found;
+  }
+}
