@@ -260,6 +260,7 @@ public final class RolloutController implements AutoCloseable {
       }
     }
     if (!started) {
+      sweepStaleAdapters();
       started = true;
       log.info("serving: active version {} on {} replicas", label(rollout.active()), router.inService().size());
       onServingChange.run();
@@ -290,12 +291,8 @@ public final class RolloutController implements AutoCloseable {
           log.warn("replica {} joins without version {} (kept for rollback): {}", replica.name(), id, f.getMessage());
         }
       }
-      // Versions this service retired or refused but the engine still holds (e.g. across a restart of this service).
-      for (String stale : present) {
-        Optional<VersionView> v = rollout.view(stale);
-        if (v.isPresent() && !have.contains(stale) && !v.get().loaded()) {
-          unloadOn(replica, stale);
-        }
+      if (caughtUp) {
+        unloadStale(replica, present, have);
       }
       if (replica.finishJoin(have)) {
         log.info("engine replica {} in service with active version {} ({} adapters)", replica.name(), label(active),
@@ -308,6 +305,35 @@ public final class RolloutController implements AutoCloseable {
       return;
     }
     advance();
+  }
+
+  /**
+   * Unloads what this service does not keep but the engine still holds: versions of the topic that are neither
+   * active nor kept for rollback, typically left by an earlier run of this service. Names unknown to the topic are
+   * left alone (they are not ours to manage).
+   */
+  private void unloadStale(EngineReplica replica, Set<String> present, Set<String> keep) {
+    for (String name : present) {
+      Optional<VersionView> v = rollout.view(name);
+      if (v.isPresent() && !keep.contains(name) && !v.get().loaded()) {
+        log.info("unloading {} from {}: not kept by this service", name, replica.name());
+        unloadOn(replica, name);
+      }
+    }
+  }
+
+  /** Replicas that joined before the history was read keep what they had; now it is known what to keep. */
+  private void sweepStaleAdapters() {
+    for (EngineReplica r : router.inService()) {
+      try {
+        Set<String> present = r.blocking().withDeadlineAfter(LIST_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)
+            .listAdapters(ListAdaptersRequest.getDefaultInstance()).getAdaptersList().stream()
+            .map(AdapterInfo::getName).collect(Collectors.toSet());
+        unloadStale(r, present, r.adapters());
+      } catch (StatusRuntimeException e) {
+        log.warn("cannot list the adapters of {}: {}", r.name(), e.getStatus());
+      }
+    }
   }
 
   /** Why a version could not be loaded on some replica. */
