@@ -5,6 +5,9 @@ Both are measured with the same yardstick, the base model: a version's implicit 
 ``(log p(chosen) - log p_base(chosen)) - (log p(rejected) - log p_base(rejected))``, and its reward accuracy is the
 share of held-out pairs where that is positive. (Measuring against the DPO reference instead would make the previous
 version score 0 by definition under ``reference=previous``.) The base model itself scores 0.
+
+The held-out pairs it judges by come from windows that were already published: a window's own held-out pairs share
+its labels, so if the window is poisoned they would vouch for the candidate trained on it.
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ class TrainerService:
         removed = self.folders.remove_unpublished(self.last_version)
         if removed:
             log.info("removed %d folder(s) of versions that were written but never committed: %s", len(removed),
-                     ", ".join(p.name for p in removed))
+                     ", ".join(str(p.relative_to(cfg.adapter_root)) for p in removed))
         seen_ids: list[str] = []
         if last:
             adapter, state = self.folders.version_dir(self.last_version), self.folders.state_dir(self.last_version)
@@ -303,9 +303,13 @@ class TrainerService:
         measured against the base model (see :mod:`.gate`)."""
         from vllm_train.data import PreferenceExample
 
-        if not self.heldout:
+        # Only pairs of windows already published: the window being judged could be the poisoned one, and its own
+        # held-out pairs would then vouch for it.
+        window_ids = set(self.window.batch_ids)
+        judged = [p for p in self.heldout if p["_batch_id"] not in window_ids]
+        if not judged:
             return None, None
-        pairs = self.trainer.tokenize([PreferenceExample.from_record(p) for p in self.heldout])
+        pairs = self.trainer.tokenize([PreferenceExample.from_record(p) for p in judged])
         base = self.trainer.pair_logps(pairs, adapter="base")
         cur = self.trainer.pair_logps(pairs)
         pref = lambda x: ((x.chosen - base.chosen) - (x.rejected - base.rejected)).tolist()
@@ -492,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpx2", "httpcore"):  # one line per registry request otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     from vllm_train.config import ConfigError
 
     try:
