@@ -10,6 +10,7 @@ import io.grpc.ServerCredentials;
 import io.grpc.ServerInterceptors;
 import io.grpc.TlsServerCredentials;
 import io.grpc.health.v1.HealthCheckResponse.ServingStatus;
+import io.grpc.netty.shaded.io.grpc.netty.GrpcSslContexts;
 import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
 import io.grpc.protobuf.services.HealthStatusManager;
 import io.grpc.protobuf.services.ProtoReflectionServiceV1;
@@ -113,13 +114,17 @@ public final class InferenceServer {
     }
     InferenceConfig.Tls tls = config.tls().get();
     try {
+      // Parse everything now (the credentials alone only hold bytes), so a bad file stops the start.
+      var check = GrpcSslContexts.forServer(tls.certChain().toFile(), tls.privateKey().toFile());
+      tls.clientCa().ifPresent(ca -> check.trustManager(ca.toFile()));
+      check.build();
       TlsServerCredentials.Builder b = TlsServerCredentials.newBuilder()
           .keyManager(tls.certChain().toFile(), tls.privateKey().toFile());
       if (tls.clientCa().isPresent()) {
         b.trustManager(tls.clientCa().get().toFile()).clientAuth(TlsServerCredentials.ClientAuth.REQUIRE);
       }
       return b.build();
-    } catch (IOException | IllegalArgumentException e) {
+    } catch (IOException | RuntimeException e) {
       throw new IllegalArgumentException("cannot use the TLS files (server.tls.cert " + tls.certChain()
           + ", server.tls.key " + tls.privateKey() + tls.clientCa().map(p -> ", server.tls.client.ca " + p).orElse("")
           + "): " + e.getMessage() + " (the key must be PEM PKCS#8, the certificates PEM)", e);
