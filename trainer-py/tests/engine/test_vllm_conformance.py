@@ -173,6 +173,8 @@ def test_async_llm_methods_exist_with_the_signatures_called(src):
     assert isinstance(add_lora, ast.AsyncFunctionDef) and params(add_lora)[0] == ["lora_request"]
     remove_lora = src.method(module, "AsyncLLM", "remove_lora")
     assert isinstance(remove_lora, ast.AsyncFunctionDef) and params(remove_lora)[0] == ["lora_id"]
+    list_loras = src.method(module, "AsyncLLM", "list_loras")
+    assert isinstance(list_loras, ast.AsyncFunctionDef) and params(list_loras) == ([], [])
     shutdown = src.method(module, "AsyncLLM", "shutdown")
     assert isinstance(shutdown, ast.FunctionDef), "shutdown is called without await"
 

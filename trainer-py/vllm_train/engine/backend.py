@@ -22,12 +22,7 @@ class EngineBackend(abc.ABC):
 
     @abc.abstractmethod
     async def start(self) -> None:
-        """Loads the base model (and tokenizer); the engine reports SERVING only after this returns."""
-
-    @property
-    @abc.abstractmethod
-    def tokenizer(self):
-        """The base model's Hugging Face tokenizer (valid after :meth:`start`)."""
+        """Loads the base model; the engine reports SERVING only after this returns."""
 
     @property
     @abc.abstractmethod

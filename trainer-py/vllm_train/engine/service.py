@@ -76,8 +76,13 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
 
     async def start(self) -> None:
         """Loads the model; the service answers UNAVAILABLE until this returns."""
+        from transformers import AutoTokenizer
+
         await self.backend.start()
-        self._renderer = PromptRenderer(self.backend.tokenizer, self.backend.max_context)
+        # Its own tokenizer: a fast tokenizer is not safe to share with the backend's threads (it mutates its
+        # truncation/padding state on every call).
+        tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.config.model)
+        self._renderer = PromptRenderer(tokenizer, self.backend.max_context)
         self._shapes = await asyncio.to_thread(ModelShapes.from_pretrained, self.config.model)
         self._ready = True
 

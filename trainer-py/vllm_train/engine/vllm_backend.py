@@ -10,8 +10,8 @@
   adapter and prefix caches can never mix two versions.
 - UnloadAdapter: ``remove_lora(int_id)``, once no request uses it.
 - Generate: ``generate({"prompt_token_ids": ids}, SamplingParams(...), request_id, lora_request=...)``: the prompt
-  is rendered and tokenized by the service (the same ids as the hf backend), passed as a ``TokensPrompt``-shaped
-  dict; outputs are cumulative ``RequestOutput``s, turned into text deltas here. Closing the stream early aborts the
+  is rendered and tokenized by the service with the model's HF tokenizer (the one vLLM loads for HF models; the same
+  ids as the hf backend), passed as a ``TokensPrompt``-shaped dict; outputs are cumulative ``RequestOutput``s, turned into text deltas here. Closing the stream early aborts the
   vLLM request (vLLM does that when its generator is closed).
 
 Every keyword and field used is produced by the small functions below, which the conformance test
@@ -21,6 +21,7 @@ installed on a CPU machine.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any, AsyncIterator
@@ -34,7 +35,7 @@ from vllm_train.engine.registry import AdapterRecord
 log = logging.getLogger(__name__)
 
 # The AsyncLLM methods this backend calls (the conformance test also scans this file for any others).
-ASYNC_LLM_METHODS = ("from_engine_args", "generate", "add_lora", "remove_lora", "shutdown")
+ASYNC_LLM_METHODS = ("from_engine_args", "list_loras", "generate", "add_lora", "remove_lora", "shutdown")
 # Fields read from vLLM's outputs.
 REQUEST_OUTPUT_FIELDS = ("outputs",)
 COMPLETION_OUTPUT_FIELDS = ("index", "text", "token_ids", "finish_reason")
@@ -88,11 +89,10 @@ class VLLMBackend(EngineBackend):
         self.config = config
         self._api = None
         self._llm = None
-        self._tokenizer = None
         self._max_context = 0
 
     async def start(self) -> None:
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig
 
         from vllm_train.compat import VLLMUnavailableError, vllm_api
 
@@ -100,17 +100,15 @@ class VLLMBackend(EngineBackend):
             self._api = vllm_api()
         except VLLMUnavailableError as e:
             raise Unavailable(f"the vllm backend cannot start: {e}; use --backend hf on machines without vLLM") from e
-        # The service renders prompts with the HF tokenizer: the one vLLM itself loads for HF models.
-        self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
         model_config = AutoConfig.from_pretrained(self.config.model)
         self._max_context = self.config.max_model_len or int(model_config.max_position_embeddings)
         engine_args = self._api.AsyncEngineArgs(**engine_args_kwargs(self.config))
-        self._llm = self._api.AsyncLLM.from_engine_args(engine_args)
+        # Built off the event loop so that health keeps answering during a load of minutes. Built without a running
+        # loop, AsyncLLM starts its output tasks lazily: the first call on the loop starts them and proves that the
+        # engine core answers.
+        self._llm = await asyncio.to_thread(self._api.AsyncLLM.from_engine_args, engine_args)
+        await self._llm.list_loras()
         log.info("vllm backend: %s (vLLM %s)", self.config.model, self._api.version)
-
-    @property
-    def tokenizer(self):
-        return self._tokenizer
 
     @property
     def max_context(self) -> int:
