@@ -98,6 +98,9 @@ class LoRATrainConfig:
     """Base-model weights: auto = bfloat16 on a GPU that has it, else float32. LoRA weights stay float32."""
     device: str = "auto"
     """Torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1..."""
+    cpu_threads: int | None = None
+    """Threads torch uses on a CPU (torch.set_num_threads); None keeps torch's default. On a shared or busy CPU, 1 is
+    often fastest: spinning threads of an oversubscribed machine can be 100x slower."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about a third more compute."""
 
@@ -186,6 +189,8 @@ class LoRATrainConfig:
             fail("dtype", f"{self.dtype!r} is not one of {list(DTYPES)}")
         if not self.device or not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):
             fail("device", f"{self.device!r}: use auto, cpu, cuda or cuda:<index>")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            fail("cpu_threads", "must be >= 1 (or unset for torch's default)")
         if not self.publish_every_seconds > 0:
             fail("publish_every_seconds", "must be positive")
         if self.max_staleness_versions is not None and self.max_staleness_versions < 1:

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 # Bump when anything below changes the files written, so cached copies are rebuilt.
-TINY_MODEL_SPEC_VERSION = 1
+TINY_MODEL_SPEC_VERSION = 2
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -63,6 +63,10 @@ CHAT_TEMPLATE = (
 # Model shape: head_dim 64 is a size every vLLM attention backend supports; everything else is as small as it goes.
 MODEL_SHAPE = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
                    num_key_value_heads=1, max_position_embeddings=2048)
+# With embeddings of std 0.02 tied to the LM head and a unit final norm, no logit can exceed ~2.6: the model could
+# never become confident, and LoRA (which leaves the norm and the head alone) could barely teach it anything. A final
+# norm weight of 4 gives logits of std ~0.9 at init and room to learn.
+FINAL_NORM_SCALE = 4.0
 
 
 def build_tokenizer():
@@ -110,6 +114,8 @@ def create_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         with torch.device("cpu"):
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        with torch.no_grad():
+            model.get_decoder().norm.weight.fill_(FINAL_NORM_SCALE)
     finally:
         torch.random.set_rng_state(rng_state)
     model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, do_sample=True,

@@ -139,6 +139,8 @@ class HybridTrainer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.config = config
+        if config.cpu_threads is not None:
+            torch.set_num_threads(config.cpu_threads)
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(config.model)
