@@ -1,5 +1,7 @@
 package io.vllmtrain.stack;
 
+import io.vllmtrain.schemas.ConfigSource;
+import io.vllmtrain.schemas.KafkaSettings;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -15,7 +17,9 @@ import java.util.Properties;
  *
  * <p>{@code up} starts what is not running, creates the topics, waits until both answer and prints their
  * addresses (also written to {@code .stack/stack.env} for scripts); {@code down} stops both and leaves no
- * process behind; {@code status} says what runs.
+ * process behind; {@code status} says what runs. {@code topics} only creates the topic table's missing topics on the
+ * cluster named by {@code VT_KAFKA_*} (bootstrap servers and client security settings, as for every service), with
+ * no checkout and no local stack: docker-compose.yml runs it once before the services start.
  */
 public final class LocalStack {
   private final StackConfig config;
@@ -29,6 +33,10 @@ public final class LocalStack {
   public static void main(String[] args) {
     String cmd = args.length > 0 ? args[0] : "status";
     try {
+      if (cmd.equals("topics")) {
+        createTopics(System.getenv());
+        return;
+      }
       Path root = RepoRoot.find();
       LocalStack stack = new LocalStack(StackConfig.fromEnv(System.getenv(), root.resolve(".stack")), root);
       switch (cmd) {
@@ -36,7 +44,7 @@ public final class LocalStack {
         case "down" -> stack.down();
         case "status" -> System.exit(stack.status() ? 0 : 3);
         default -> {
-          System.err.println("usage: LocalStack up|down|status");
+          System.err.println("usage: LocalStack up|down|status|topics");
           System.exit(2);
         }
       }
@@ -44,6 +52,32 @@ public final class LocalStack {
       System.err.println("error: " + e.getMessage());
       System.exit(1);
     }
+  }
+
+  /**
+   * Creates the missing topics of the topic table on the cluster of {@code VT_KAFKA_BOOTSTRAP_SERVERS} (plus any other
+   * {@code VT_KAFKA_*} client setting), replication factor {@code VT_TOPICS_REPLICATION_FACTOR} (default 1).
+   */
+  static void createTopics(Map<String, String> env) {
+    Map<String, Object> admin = new HashMap<>();
+    ConfigSource.load(null, env).forEach((key, value) -> {
+      if (key.startsWith(KafkaSettings.KAFKA_PREFIX)) {
+        admin.put(key.substring(KafkaSettings.KAFKA_PREFIX.length()), value);
+      }
+    });
+    if (!admin.containsKey("bootstrap.servers")) {
+      throw new IllegalArgumentException("VT_KAFKA_BOOTSTRAP_SERVERS is not set: the brokers to create the topics on");
+    }
+    String factor = env.getOrDefault("VT_TOPICS_REPLICATION_FACTOR", "1");
+    short replicationFactor;
+    try {
+      replicationFactor = Short.parseShort(factor.trim());
+    } catch (NumberFormatException e) {
+      throw new IllegalArgumentException("VT_TOPICS_REPLICATION_FACTOR = '" + factor + "' is not a number");
+    }
+    List<String> created = TopicCreator.createAll(admin, replicationFactor);
+    System.out.println("topics    " + (created.isEmpty() ? "all exist" : "created " + String.join(", ", created))
+        + " on " + admin.get("bootstrap.servers"));
   }
 
   public void up(String registryStorage) {
