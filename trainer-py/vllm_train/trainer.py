@@ -38,7 +38,6 @@ from vllm_train.data import (
     collate_pairs,
     collate_sequences,
     encode_prompt,
-    render_prompt,
 )
 from vllm_train.losses import causal_lm_loss, dpo_loss, sequence_logprobs
 from vllm_train.lora import AdapterInfo, read_adapter_config, save_lora
@@ -453,8 +452,9 @@ class HybridTrainer:
             lora_id = self._vllm_lora_ids.setdefault(key, len(self._vllm_lora_ids) + 1)
             request = api.LoRARequest(f"adapter-{lora_id}", lora_id, key)
         params = api.SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-        texts = [render_prompt(self.tokenizer, p) for p in prompts]
-        outputs = self._vllm.generate(texts, params, lora_request=request, use_tqdm=False)
+        # Token ids, not text: vLLM then sees exactly the prompt tokens training used (no second BOS, same split).
+        inputs = [{"prompt_token_ids": encode_prompt(self.tokenizer, p)} for p in prompts]
+        outputs = self._vllm.generate(inputs, params, lora_request=request, use_tqdm=False)
         return [o.outputs[0].text for o in outputs]
 
     @torch.no_grad()
