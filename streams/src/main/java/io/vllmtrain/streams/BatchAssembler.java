@@ -8,6 +8,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
 import org.apache.kafka.common.header.internals.RecordHeaders;
+import org.apache.kafka.common.serialization.Deserializer;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.streams.processor.PunctuationType;
 import org.apache.kafka.streams.processor.api.Processor;
@@ -25,7 +26,7 @@ import org.apache.kafka.streams.state.Stores;
  * whichever comes first. Each task (input partition) fills its own batch. The open batch lives in stores with
  * changelogs, so a restart resumes it; its id hashes the sorted pair ids, so a consumer can de-duplicate.
  */
-final class BatchAssembler implements Processor<String, PreferencePair, String, PreferenceBatch> {
+final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPair, String, PreferenceBatch> {
   static final String PAIRS_STORE = "batch-pairs";
   static final String OPEN_STORE = "batch-open";
   private static final String OPEN_KEY = "open";
@@ -38,30 +39,38 @@ final class BatchAssembler implements Processor<String, PreferencePair, String, 
    */
   record OpenBatch(long firstPairWallClockMs, long windowStartMs, long firstSeq, int size) {}
 
+  /** A pair and its registry encoding, made once and shared by the pairs sink and the batch store. */
+  record EncodedPair(PreferencePair pair, byte[] bytes) {}
+
   private final BatchPolicy policy;
+  private final Deserializer<PreferencePair> decoder;
   private final PairingMetrics metrics;
   private ProcessorContext<String, PreferenceBatch> context;
-  private KeyValueStore<String, PreferencePair> pairs;
+  private KeyValueStore<String, byte[]> pairs;
   private KeyValueStore<String, OpenBatch> open;
+  private OpenBatch batch;
+  private List<PreferencePair> members;
 
-  BatchAssembler(BatchPolicy policy, PairingMetrics metrics) {
+  BatchAssembler(BatchPolicy policy, Deserializer<PreferencePair> decoder, PairingMetrics metrics) {
     this.policy = policy;
+    this.decoder = decoder;
     this.metrics = metrics;
   }
 
-  static ProcessorSupplier<String, PreferencePair, String, PreferenceBatch> supplier(BatchPolicy policy,
-                                                                                    PairingMetrics metrics) {
+  /** {@code decoder} reads the stored pairs back (registry encoding) when a task's state is restored. */
+  static ProcessorSupplier<String, EncodedPair, String, PreferenceBatch> supplier(
+      BatchPolicy policy, Deserializer<PreferencePair> decoder, PairingMetrics metrics) {
     return new ProcessorSupplier<>() {
       @Override
-      public Processor<String, PreferencePair, String, PreferenceBatch> get() {
-        return new BatchAssembler(policy, metrics);
+      public Processor<String, EncodedPair, String, PreferenceBatch> get() {
+        return new BatchAssembler(policy, decoder, metrics);
       }
 
       @Override
       public Set<StoreBuilder<?>> stores() {
         return Set.of(
             Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(PAIRS_STORE), Serdes.String(),
-                StateSerdes.pair()).withCachingEnabled(),
+                Serdes.ByteArray()).withCachingEnabled(),
             Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(OPEN_STORE), Serdes.String(),
                 StateSerdes.openBatch()).withCachingEnabled());
       }
@@ -78,61 +87,64 @@ final class BatchAssembler implements Processor<String, PreferencePair, String, 
     this.context = context;
     pairs = context.getStateStore(PAIRS_STORE);
     open = context.getStateStore(OPEN_STORE);
+    // The stores are the truth (they survive restarts); the open batch is mirrored in memory so that closing it
+    // does not read every pair back. init runs again whenever the task's state is restored, so this reloads.
+    batch = open.get(OPEN_KEY);
+    if (batch == null) {
+      batch = new OpenBatch(0, 0, 0, 0);
+    }
+    members = new ArrayList<>(policy.size());
+    if (batch.size() > 0) {
+      try (KeyValueIterator<String, byte[]> it =
+               pairs.range(seqKey(batch.firstSeq()), seqKey(batch.firstSeq() + batch.size() - 1))) {
+        it.forEachRemaining(kv -> members.add(decoder.deserialize(Topics.PREFERENCE_PAIRS.name(), kv.value)));
+      }
+    }
     context.schedule(policy.checkInterval(), PunctuationType.WALL_CLOCK_TIME, this::closeIfWaitedEnough);
   }
 
   @Override
-  public void process(Record<String, PreferencePair> record) {
-    OpenBatch batch = open.get(OPEN_KEY);
-    if (batch == null) {
-      batch = new OpenBatch(0, 0, 0, 0);
-    }
+  public void process(Record<String, EncodedPair> record) {
+    PreferencePair pair = record.value().pair();
     if (batch.size() == 0) {
-      batch = new OpenBatch(context.currentSystemTimeMs(), record.value().getCreatedAt().toEpochMilli(),
-          batch.firstSeq(), 0);
+      batch = new OpenBatch(context.currentSystemTimeMs(), pair.getCreatedAt().toEpochMilli(), batch.firstSeq(), 0);
     }
-    pairs.put(seqKey(batch.firstSeq() + batch.size()), record.value());
+    pairs.put(seqKey(batch.firstSeq() + batch.size()), record.value().bytes());
+    members.add(pair);
     batch = new OpenBatch(batch.firstPairWallClockMs(), batch.windowStartMs(), batch.firstSeq(), batch.size() + 1);
     if (batch.size() >= policy.size()) {
-      close(batch);
+      emitBatch();
     } else {
       open.put(OPEN_KEY, batch);
     }
   }
 
   private void closeIfWaitedEnough(long wallClockMs) {
-    OpenBatch batch = open.get(OPEN_KEY);
-    if (batch != null && batch.size() > 0
-        && wallClockMs - batch.firstPairWallClockMs() >= policy.maxWait().toMillis()) {
-      close(batch);
+    if (batch.size() > 0 && wallClockMs - batch.firstPairWallClockMs() >= policy.maxWait().toMillis()) {
+      emitBatch();
     }
   }
 
-  private void close(OpenBatch batch) {
-    List<PreferencePair> members = new ArrayList<>(batch.size());
-    List<String> keys = new ArrayList<>(batch.size());
-    try (KeyValueIterator<String, PreferencePair> it =
-             pairs.range(seqKey(batch.firstSeq()), seqKey(batch.firstSeq() + batch.size() - 1))) {
-      it.forEachRemaining(kv -> {
-        keys.add(kv.key);
-        members.add(kv.value);
-      });
+  private void emitBatch() {
+    for (long seq = batch.firstSeq(); seq < batch.firstSeq() + batch.size(); seq++) {
+      pairs.delete(seqKey(seq));
     }
-    keys.forEach(pairs::delete);
     long now = context.currentSystemTimeMs();
     PreferenceBatch out = PreferenceBatch.newBuilder()
         .setBatchId(batchId(members.stream().map(PreferencePair::getPairId).toList()))
-        .setPairs(members)
+        .setPairs(List.copyOf(members))
         .setWindowStart(Instant.ofEpochMilli(batch.windowStartMs()))
         .setWindowEnd(Instant.ofEpochMilli(now))
         .build();
-    open.put(OPEN_KEY, new OpenBatch(0, 0, batch.firstSeq() + batch.size(), 0));
+    batch = new OpenBatch(0, 0, batch.firstSeq() + batch.size(), 0);
+    members.clear();
+    open.put(OPEN_KEY, batch);
     context.forward(new Record<>(out.getBatchId(), out, now, new RecordHeaders()));
     metrics.batch();
     metrics.recordOut(Topics.PREFERENCE_BATCHES.name());
   }
 
   private static String seqKey(long seq) {
-    return String.format("%019d", seq);
+    return OrderedKeys.of(seq, 19, "");
   }
 }

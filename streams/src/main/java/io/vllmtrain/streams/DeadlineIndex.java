@@ -28,7 +28,12 @@ final class DeadlineIndex {
   }
 
   void schedule(long deadlineMs, String id) {
-    store.put(String.format("%015d|%s", Math.max(0, deadlineMs), id), id);
+    store.put(key(deadlineMs, id), id);
+  }
+
+  /** {@code <15-digit zero-padded deadline>|<id>}, so that the store's byte order is deadline order. */
+  static String key(long deadlineMs, String id) {
+    return OrderedKeys.of(deadlineMs, 15, "|" + id);
   }
 
   /** Removes and returns the ids due at {@code nowMs}, earliest first, each once. */

@@ -59,6 +59,10 @@ public final class PairingMetrics {
     deadLetters.labelValues(reason.name()).inc();
   }
 
+  public double recordsIn(String topic) {
+    return recordsIn.labelValues(topic).get();
+  }
+
   public double deadLetters(DlqReason reason) {
     return deadLetters.labelValues(reason.name()).get();
   }

@@ -98,14 +98,17 @@ public final class PreferencePairer {
     return step.outcome(null);
   }
 
-  /** At stream time {@code now}: rejects feedback that waited past the grace period; drops state past retention. */
+  /**
+   * At stream time {@code now}: rejects feedback that waited past the grace period; drops the feedback state once
+   * it, or the request it belongs to, is past retention.
+   */
   Outcome expire(RequestEvents request, FeedbackState state, long now) {
     if (state == null) {
       return new Outcome(null, List.of(), List.of(), List.of(), null);
     }
     Step step = new Step(state);
     step.pending.clear();
-    boolean forget = expired(state.firstSeenMs(), now);
+    boolean forget = expired(state.firstSeenMs(), now) || (request != null && expired(request.firstSeenMs(), now));
     for (ReceivedFeedback waiting : state.pending()) {
       if (forget || pendingDeadline(waiting) <= now) {
         step.rejected.add(new Rejection(waiting, DlqReason.UNKNOWN_RESPONSE, missing(request, waiting.event())

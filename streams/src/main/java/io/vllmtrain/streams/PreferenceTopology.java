@@ -60,9 +60,15 @@ public final class PreferenceTopology {
       pairs = pairs.merge(crossPairs, Named.as("all-pairs"));
     }
 
-    pairs.to(Topics.PREFERENCE_PAIRS.name(), Produced.with(Serdes.String(), serdes.pairs()).withName("pairs-sink"));
-    KStream<String, PreferenceBatch> batches =
-        pairs.process(BatchAssembler.supplier(batching, metrics), Named.as("batch-assembler"));
+    // Encode each pair once: the same bytes go to llm.preference-pairs and into the batch store.
+    var pairEncoder = serdes.pairs().serializer();
+    KStream<String, BatchAssembler.EncodedPair> encoded = pairs.mapValues(
+        p -> new BatchAssembler.EncodedPair(p, pairEncoder.serialize(Topics.PREFERENCE_PAIRS.name(), p)),
+        Named.as("encode-pair"));
+    encoded.mapValues(BatchAssembler.EncodedPair::bytes, Named.as("pair-bytes"))
+        .to(Topics.PREFERENCE_PAIRS.name(), Produced.with(Serdes.String(), Serdes.ByteArray()).withName("pairs-sink"));
+    KStream<String, PreferenceBatch> batches = encoded.process(
+        BatchAssembler.supplier(batching, serdes.pairs().deserializer(), metrics), Named.as("batch-assembler"));
     batches.to(Topics.PREFERENCE_BATCHES.name(),
         Produced.with(Serdes.String(), serdes.batches()).withName("batches-sink"));
 

@@ -153,10 +153,12 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
       return;
     }
     FeedbackState state = feedback.get(key);
+    RequestEvents request = events.get(key);
     ReceivedFeedback received = new ReceivedFeedback(event, record.timestamp(), source);
-    PreferencePairer.Outcome outcome = pairer.onFeedback(events.get(key), state, received);
+    PreferencePairer.Outcome outcome = pairer.onFeedback(request, state, received);
     metrics.feedback(outcome.verdict().name());
-    if (state == null) {
+    if (state == null && request == null) {
+      // Otherwise the request's own retention wake-up forgets its feedback along with it.
       deadlines.schedule(pairer.retentionDeadline(outcome.state().firstSeenMs()), key);
     }
     if (outcome.verdict() == PreferencePairer.Verdict.PENDING) {

@@ -1,31 +1,37 @@
 package io.vllmtrain.streams;
 
 import io.vllmtrain.events.FeedbackEvent;
-import io.vllmtrain.events.PreferencePair;
 import io.vllmtrain.events.Prompt;
 import io.vllmtrain.events.PromptEvent;
 import io.vllmtrain.events.ResponseEvent;
-import java.io.ByteArrayInputStream;
-import java.io.ByteArrayOutputStream;
-import java.io.DataInputStream;
-import java.io.DataOutputStream;
 import java.io.IOException;
+import java.io.OutputStream;
 import java.io.UncheckedIOException;
-import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
-import org.apache.avro.message.BinaryMessageDecoder;
-import org.apache.avro.message.BinaryMessageEncoder;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import org.apache.avro.Schema;
+import org.apache.avro.SchemaNormalization;
+import org.apache.avro.io.BinaryDecoder;
+import org.apache.avro.io.BinaryEncoder;
+import org.apache.avro.io.DecoderFactory;
+import org.apache.avro.io.EncoderFactory;
+import org.apache.avro.specific.SpecificData;
+import org.apache.avro.specific.SpecificDatumReader;
+import org.apache.avro.specific.SpecificDatumWriter;
+import org.apache.avro.specific.SpecificRecordBase;
 import org.apache.kafka.common.errors.SerializationException;
 import org.apache.kafka.common.serialization.Serde;
 import org.apache.kafka.common.serialization.Serdes;
 
 /**
  * Serdes of the app's own state (stores, changelogs and the cross-request repartition topic); the registry is not
- * involved. Each value starts with a format byte. Contract records inside (prompts, responses, feedback, pairs) use
- * Avro single-object encoding, which carries the schema fingerprint: a state written under another version of a
- * contract schema fails to load with a clear error instead of being misread.
+ * involved. Each value starts with a format byte. Contract records inside (prompts, responses, feedback, pairs) are
+ * Avro binary preceded by their schema's fingerprint: a state written under another version of a contract schema
+ * fails to load with a clear error instead of being misread.
  */
 final class StateSerdes {
   private static final byte FORMAT = 1;
@@ -35,10 +41,10 @@ final class StateSerdes {
   static Serde<RequestEvents> requestEvents() {
     return serde((out, v) -> {
       out.i64(v.firstSeenMs());
-      out.avro(v.prompt(), PromptEvent.getEncoder());
-      out.list(v.responses(), r -> out.avro(r, ResponseEvent.getEncoder()));
-    }, in -> new RequestEvents(in.i64(), in.avro(PromptEvent.getDecoder()),
-        in.list(() -> in.avro(ResponseEvent.getDecoder()))));
+      out.avro(v.prompt(), PromptEvent.class, PromptEvent.SCHEMA$);
+      out.list(v.responses(), r -> out.avro(r, ResponseEvent.class, ResponseEvent.SCHEMA$));
+    }, in -> new RequestEvents(in.i64(), in.avro(PromptEvent.class, PromptEvent.SCHEMA$),
+        in.list(() -> in.avro(ResponseEvent.class, ResponseEvent.SCHEMA$))));
   }
 
   static Serde<FeedbackState> feedbackState() {
@@ -53,7 +59,7 @@ final class StateSerdes {
       });
       out.list(v.emittedRatingPairs(), out::str);
       out.list(v.pending(), p -> {
-        out.avro(p.event(), FeedbackEvent.getEncoder());
+        out.avro(p.event(), FeedbackEvent.class, FeedbackEvent.SCHEMA$);
         out.i64(p.timestamp());
         out.str(p.source().topic());
         out.i32(p.source().partition());
@@ -64,7 +70,7 @@ final class StateSerdes {
     }, in -> new FeedbackState(in.i64(), in.list(in::str),
         in.list(() -> new RatingFact(in.str(), in.str(), in.str(), in.f64())),
         in.list(in::str),
-        in.list(() -> new ReceivedFeedback(in.avro(FeedbackEvent.getDecoder()), in.i64(),
+        in.list(() -> new ReceivedFeedback(in.avro(FeedbackEvent.class, FeedbackEvent.SCHEMA$), in.i64(),
             new SourceRecord(in.str(), in.i32(), in.i64(), in.bytes(), in.bytes())))));
   }
 
@@ -77,11 +83,6 @@ final class StateSerdes {
       out.list(v.candidates(), c -> writeRated(out, c));
       out.list(v.emittedPairs(), out::str);
     }, in -> new CandidateSet(in.list(() -> readRated(in)), in.list(in::str)));
-  }
-
-  static Serde<PreferencePair> pair() {
-    return serde((out, v) -> out.avro(v, PreferencePair.getEncoder()),
-        in -> in.avro(PreferencePair.getDecoder()));
   }
 
   static Serde<BatchAssembler.OpenBatch> openBatch() {
@@ -103,13 +104,13 @@ final class StateSerdes {
     out.str(r.text());
     out.str(r.adapterVersion());
     out.str(r.baseModel());
-    out.avro(r.prompt(), Prompt.getEncoder());
+    out.avro(r.prompt(), Prompt.class, Prompt.SCHEMA$);
     out.i64(r.timestamp());
   }
 
   private static RatedResponse readRated(In in) {
     return new RatedResponse(in.str(), in.str(), in.str(), in.str(), in.str(), in.f64(), in.str(), in.str(),
-        in.str(), in.avro(Prompt.getDecoder()), in.i64());
+        in.str(), in.avro(Prompt.class, Prompt.SCHEMA$), in.i64());
   }
 
   private interface Writer<T> {
@@ -127,112 +128,173 @@ final class StateSerdes {
       }
       Out out = new Out();
       try {
-        out.data.writeByte(FORMAT);
+        out.write(FORMAT);
         writer.write(out, value);
       } catch (IOException e) {
         throw new UncheckedIOException(e);
       }
-      return out.buffer.toByteArray();
+      return out.toByteArray();
     }, (topic, bytes) -> {
       if (bytes == null) {
         return null;
       }
       In in = new In(bytes);
+      if (bytes.length == 0 || bytes[0] != FORMAT) {
+        throw new SerializationException("state record of " + topic + " has format "
+            + (bytes.length == 0 ? "(empty)" : bytes[0]) + ", expected " + FORMAT
+            + ": reset the app's state (kafka-streams-application-reset) after this upgrade");
+      }
+      in.pos = 1;
       try {
-        byte format = in.data.readByte();
-        if (format != FORMAT) {
-          throw new SerializationException("state record of " + topic + " has format " + format + ", expected "
-              + FORMAT + ": reset the app's state (kafka-streams-application-reset) after this upgrade");
-        }
         return reader.read(in);
-      } catch (IOException e) {
+      } catch (IOException | RuntimeException e) {
         throw new SerializationException("cannot read a state record of " + topic + ": " + e.getMessage(), e);
       }
     });
   }
 
-  /** Length-prefixed writes; -1 stands for null. */
-  private static final class Out {
-    final ByteArrayOutputStream buffer = new ByteArrayOutputStream(256);
-    final DataOutputStream data = new DataOutputStream(buffer);
+  /**
+   * A contract record class's Avro binary codec for state: its schema's 64-bit parsing fingerprint, then the
+   * record. Reading checks the fingerprint, so state written under another version of the schema fails loudly.
+   */
+  private static final class AvroCodec<T extends SpecificRecordBase> {
+    private static final Map<Class<?>, AvroCodec<?>> ALL = new ConcurrentHashMap<>();
+    final long fingerprint;
+    final SpecificDatumWriter<T> writer;
+    final SpecificDatumReader<T> reader;
+    final String name;
+
+    private AvroCodec(Schema schema, SpecificData model) {
+      fingerprint = SchemaNormalization.parsingFingerprint64(schema);
+      writer = new SpecificDatumWriter<>(schema, model);
+      reader = new SpecificDatumReader<>(schema, schema, model);
+      name = schema.getName();
+    }
+
+    @SuppressWarnings("unchecked")
+    static <T extends SpecificRecordBase> AvroCodec<T> of(Class<T> type, Schema schema) {
+      return (AvroCodec<T>) ALL.computeIfAbsent(type, t -> new AvroCodec<T>(schema, SpecificData.getForClass(t)));
+    }
+  }
+
+  /** Writes into a growable array (unsynchronized, unlike ByteArrayOutputStream); lengths and -1 for null. */
+  private static final class Out extends OutputStream {
+    private static final ThreadLocal<BinaryEncoder> ENCODER = new ThreadLocal<>();
+    private byte[] buf = new byte[512];
+    private int size;
+
+    private void ensure(int extra) {
+      if (size + extra > buf.length) {
+        buf = Arrays.copyOf(buf, Math.max(buf.length * 2, size + extra));
+      }
+    }
+
+    @Override
+    public void write(int b) {
+      ensure(1);
+      buf[size++] = (byte) b;
+    }
+
+    @Override
+    public void write(byte[] b, int off, int len) {
+      ensure(len);
+      System.arraycopy(b, off, buf, size, len);
+      size += len;
+    }
+
+    byte[] toByteArray() {
+      return Arrays.copyOf(buf, size);
+    }
 
     void i32(int v) {
-      io(() -> data.writeInt(v));
+      ensure(4);
+      buf[size++] = (byte) (v >>> 24);
+      buf[size++] = (byte) (v >>> 16);
+      buf[size++] = (byte) (v >>> 8);
+      buf[size++] = (byte) v;
     }
 
     void i64(long v) {
-      io(() -> data.writeLong(v));
+      i32((int) (v >>> 32));
+      i32((int) v);
     }
 
     void f64(double v) {
-      io(() -> data.writeDouble(v));
+      i64(Double.doubleToLongBits(v));
     }
 
     void bytes(byte[] v) {
-      io(() -> {
-        if (v == null) {
-          data.writeInt(-1);
-        } else {
-          data.writeInt(v.length);
-          data.write(v);
-        }
-      });
+      if (v == null) {
+        i32(-1);
+      } else {
+        i32(v.length);
+        write(v, 0, v.length);
+      }
     }
 
     void str(String v) {
       bytes(v == null ? null : v.getBytes(StandardCharsets.UTF_8));
     }
 
-    <T> void avro(T v, BinaryMessageEncoder<T> encoder) {
+    <T extends SpecificRecordBase> void avro(T v, Class<T> type, Schema schema) {
       if (v == null) {
-        bytes(null);
+        i32(-1);
         return;
       }
+      AvroCodec<T> codec = AvroCodec.of(type, schema);
+      int lengthAt = size;
+      i32(0); // patched below
+      i64(codec.fingerprint);
       try {
-        ByteBuffer b = encoder.encode(v);
-        byte[] a = new byte[b.remaining()];
-        b.get(a);
-        bytes(a);
+        BinaryEncoder enc = EncoderFactory.get().directBinaryEncoder(this, ENCODER.get());
+        ENCODER.set(enc);
+        codec.writer.write(v, enc);
+        enc.flush();
       } catch (IOException e) {
         throw new UncheckedIOException(e);
       }
+      int length = size - lengthAt - 4;
+      buf[lengthAt] = (byte) (length >>> 24);
+      buf[lengthAt + 1] = (byte) (length >>> 16);
+      buf[lengthAt + 2] = (byte) (length >>> 8);
+      buf[lengthAt + 3] = (byte) length;
     }
 
     <T> void list(List<T> items, java.util.function.Consumer<T> each) {
       i32(items.size());
       items.forEach(each);
     }
-
-    private interface Io {
-      void run() throws IOException;
-    }
-
-    private static void io(Io op) {
-      try {
-        op.run();
-      } catch (IOException e) {
-        throw new UncheckedIOException(e);
-      }
-    }
   }
 
   private static final class In {
-    final DataInputStream data;
+    private static final ThreadLocal<BinaryDecoder> DECODER = new ThreadLocal<>();
+    final byte[] buf;
+    int pos;
 
     In(byte[] bytes) {
-      data = new DataInputStream(new ByteArrayInputStream(bytes));
+      buf = bytes;
+    }
+
+    private void need(int n) {
+      if (pos + n > buf.length) {
+        throw new SerializationException("truncated state record");
+      }
     }
 
     int i32() {
-      return io(data::readInt);
+      need(4);
+      int v = ((buf[pos] & 0xff) << 24) | ((buf[pos + 1] & 0xff) << 16) | ((buf[pos + 2] & 0xff) << 8)
+          | (buf[pos + 3] & 0xff);
+      pos += 4;
+      return v;
     }
 
     long i64() {
-      return io(data::readLong);
+      return ((long) i32() << 32) | (i32() & 0xffffffffL);
     }
 
     double f64() {
-      return io(data::readDouble);
+      return Double.longBitsToDouble(i64());
     }
 
     byte[] bytes() {
@@ -240,51 +302,54 @@ final class StateSerdes {
       if (n < 0) {
         return null;
       }
-      byte[] b = new byte[n];
-      io(() -> {
-        data.readFully(b);
-        return null;
-      });
+      need(n);
+      byte[] b = Arrays.copyOfRange(buf, pos, pos + n);
+      pos += n;
       return b;
     }
 
     String str() {
-      byte[] b = bytes();
-      return b == null ? null : new String(b, StandardCharsets.UTF_8);
-    }
-
-    <T> T avro(BinaryMessageDecoder<T> decoder) {
-      byte[] b = bytes();
-      if (b == null) {
+      int n = i32();
+      if (n < 0) {
         return null;
       }
+      need(n);
+      String s = new String(buf, pos, n, StandardCharsets.UTF_8);
+      pos += n;
+      return s;
+    }
+
+    <T extends SpecificRecordBase> T avro(Class<T> type, Schema schema) {
+      int n = i32();
+      if (n < 0) {
+        return null;
+      }
+      need(n);
+      AvroCodec<T> codec = AvroCodec.of(type, schema);
+      int end = pos + n;
+      long fingerprint = i64();
+      if (fingerprint != codec.fingerprint) {
+        throw new SerializationException("state holds a " + codec.name + " written under another version of its "
+            + "schema (fingerprint " + Long.toHexString(fingerprint) + "); reset the app's state after this upgrade");
+      }
       try {
-        return decoder.decode(b);
+        BinaryDecoder dec = DecoderFactory.get().binaryDecoder(buf, pos, end - pos, DECODER.get());
+        DECODER.set(dec);
+        T value = codec.reader.read(null, dec);
+        pos = end;
+        return value;
       } catch (IOException e) {
-        throw new SerializationException("state holds a contract record this version cannot read: "
-            + e.getMessage(), e);
+        throw new SerializationException("cannot read a " + codec.name + " from state: " + e.getMessage(), e);
       }
     }
 
     <T> List<T> list(java.util.function.Supplier<T> each) {
       int n = i32();
-      List<T> items = new ArrayList<>(n);
+      List<T> items = new ArrayList<>(Math.min(n, 1024));
       for (int i = 0; i < n; i++) {
         items.add(each.get());
       }
       return items;
-    }
-
-    private interface Io<T> {
-      T get() throws IOException;
-    }
-
-    private static <T> T io(Io<T> op) {
-      try {
-        return op.get();
-      } catch (IOException e) {
-        throw new SerializationException("truncated state record", e);
-      }
     }
   }
 }

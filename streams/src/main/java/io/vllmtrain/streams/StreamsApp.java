@@ -8,6 +8,7 @@ import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.concurrent.CountDownLatch;
@@ -148,6 +149,11 @@ public final class StreamsApp implements AutoCloseable {
 
   public PairingMetrics metrics() {
     return metrics;
+  }
+
+  /** Kafka Streams' own metrics (thread, task, store, client), e.g. for a benchmark's report. */
+  public Map<MetricName, ? extends Metric> kafkaMetrics() {
+    return streams.metrics();
   }
 
   @Override

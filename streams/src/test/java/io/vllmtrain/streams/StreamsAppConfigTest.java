@@ -1,0 +1,72 @@
+package io.vllmtrain.streams;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Map;
+import java.util.Properties;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class StreamsAppConfigTest {
+  private static final Map<String, String> MINIMAL =
+      Map.of("kafka.bootstrap.servers", "localhost:9092", "registry.url", "http://localhost:8081");
+
+  @Test
+  void defaultsMatchTheIssue() {
+    StreamsAppConfig c = StreamsAppConfig.from(MINIMAL);
+    assertEquals(32, c.batching().size());
+    assertEquals(Duration.ofSeconds(30), c.batching().maxWait());
+    assertEquals(Duration.ofDays(7), c.rules().retention());
+    assertTrue(c.rules().crossRequestEnabled());
+    assertEquals(PairingRules.DEFAULTS, c.rules());
+  }
+
+  @Test
+  void theFileIsReadAndEnvironmentVariablesOverrideIt(@TempDir Path dir) throws Exception {
+    Path file = dir.resolve("streams.properties");
+    Files.writeString(file, "kafka.bootstrap.servers=broker:9092\nregistry.url=http://registry:8080\n"
+        + "streams.batch.size=8\nstreams.batch.max.wait=2s\nstreams.retention=3d\n");
+    StreamsAppConfig c = StreamsAppConfig.load(file, Map.of("VT_STREAMS_BATCH_SIZE", "64",
+        "VT_STREAMS_CROSS_REQUEST_ENABLED", "false", "VT_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"));
+    assertEquals(64, c.batching().size());
+    assertEquals(Duration.ofSeconds(2), c.batching().maxWait());
+    assertEquals(Duration.ofDays(3), c.rules().retention());
+    assertEquals(false, c.rules().crossRequestEnabled());
+
+    Properties p = c.streamsProperties();
+    assertEquals("exactly_once_v2", p.get("processing.guarantee"));
+    assertEquals("broker:9092", p.get("bootstrap.servers"));
+    assertEquals("SASL_SSL", p.get("security.protocol"), "kafka.* passes through to the clients");
+  }
+
+  @Test
+  void mistakesAreNamedWithTheirKeyAndVariable() {
+    IllegalArgumentException typo = assertThrows(IllegalArgumentException.class,
+        () -> StreamsAppConfig.from(with("streams.batch.sise", "8")));
+    assertTrue(typo.getMessage().contains("unknown config key(s) [streams.batch.sise]"), typo.getMessage());
+
+    IllegalArgumentException duration = assertThrows(IllegalArgumentException.class,
+        () -> StreamsAppConfig.from(with("streams.batch.max.wait", "soon")));
+    assertEquals("streams.batch.max.wait (VT_STREAMS_BATCH_MAX_WAIT) = 'soon' is not a duration "
+        + "(e.g. 250ms, 30s, 5m, 2h, 7d)", duration.getMessage());
+
+    IllegalArgumentException margin = assertThrows(IllegalArgumentException.class,
+        () -> StreamsAppConfig.from(with("streams.rating.margin", "0")));
+    assertTrue(margin.getMessage().contains("rating margin must be in (0, 1]"), margin.getMessage());
+
+    IllegalArgumentException bootstrap = assertThrows(IllegalArgumentException.class,
+        () -> StreamsAppConfig.from(Map.of("registry.url", "http://r")));
+    assertTrue(bootstrap.getMessage().contains("VT_KAFKA_BOOTSTRAP_SERVERS"), bootstrap.getMessage());
+  }
+
+  private static Map<String, String> with(String key, String value) {
+    Map<String, String> m = new java.util.HashMap<>(MINIMAL);
+    m.put(key, value);
+    return m;
+  }
+}
