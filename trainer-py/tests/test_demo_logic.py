@@ -1,0 +1,54 @@
+"""The demo's pure parts: the hidden preference, the significance test, the accounting of feedback."""
+
+from vllm_train.demo import preference
+from vllm_train.demo.monitor import PipelineStats
+from vllm_train.demo.report import permutation_p_value, summarise
+from vllm_train.demo.simulator import BASE, SimulatorStats
+from vllm_train.demo.view import render
+
+
+def test_score_is_the_share_of_colour_words():
+    assert preference.score("red cat and Blue sky") == 2 / 5
+    assert preference.score("") == 0.0
+    assert preference.score("�� 42 !!") == 0.0
+    assert preference.score("reddish") == 0.0  # whole words only
+
+
+def test_the_user_prefers_the_answer_with_more_colour_and_has_no_preference_on_ties():
+    assert preference.choose(["a dog", "a red dog"]) == preference.Choice(chosen=1, rejected=0)
+    assert preference.choose(["green tea", "a dog"]) == preference.Choice(chosen=0, rejected=1)
+    assert preference.choose(["a dog", "a cat"]) is None
+
+
+def test_permutation_p_value_separates_a_real_shift_from_noise():
+    base = [0.0, 0.1, 0.0, 0.05] * 25
+    assert permutation_p_value(base, [0.5, 0.6, 0.4, 0.7] * 25, rounds=500) < 0.01
+    assert permutation_p_value(base, list(base), rounds=500) > 0.3
+    assert permutation_p_value([], [1.0]) == 1.0
+
+
+def stats_with(feedback_ids, pair_ids, dlq_ids, scores, activations):
+    sim, pipe = SimulatorStats(), PipelineStats()
+    sim.feedback_ids, sim.feedback_events, sim.scores = set(feedback_ids), len(feedback_ids), scores
+    pipe.pair_feedback_ids, pipe.dlq_feedback_ids, pipe.activations = set(pair_ids), set(dlq_ids), activations
+    pipe.published = [{"version_id": v} for _, v in activations]
+    return sim, pipe
+
+
+def test_summary_accounts_for_every_feedback_event_and_measures_the_last_served_version():
+    scores = [(1.0, BASE, 0.0)] * 40 + [(5.0, "r/v000001", 0.5)] * 40 + [(9.0, "r/v000002", 1.0)] * 3
+    sim, pipe = stats_with({"f1", "f2", "f3"}, {"f1"}, {"f2"}, scores, [(4.0, "r/v000001"), (8.0, "r/v000002")])
+    s = summarise(sim, pipe, 10.0)
+    assert (s["feedback_in_pairs"], s["feedback_in_dlq"], s["feedback_not_pairable"]) == (1, 1, 1)
+    assert s["versions_published"] == 2 and s["versions_activated"] == 2
+    # v000002 served only 3 responses: too few to measure, so the last measured version is v000001.
+    assert s["last_version"] == "r/v000001" and s["last_version_score"] == 0.5 and s["base_score"] == 0.0
+
+
+def test_the_live_view_shows_counts_versions_and_scores():
+    sim, pipe = stats_with({"f1"}, {"f1"}, set(), [(1.0, BASE, 0.0), (2.0, "r/v000001", 1.0)],
+                           [(1.5, "r/v000001")])
+    pipe.active_version, pipe.counts = "r/v000001", {"preference_pairs": 7, "preference_batches": 1}
+    text = render(sim, pipe, 90.0, "runs/demo")
+    assert "pairs          7" in text and "batches      1" in text
+    assert "r/v000001" in text and "ACTIVE" in text and "1.0000" in text

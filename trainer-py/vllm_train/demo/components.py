@@ -1,0 +1,157 @@
+"""Starts each component of the loop as the user would, with a config file written for this run."""
+
+from __future__ import annotations
+
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from vllm_train.demo.processes import DemoError, ProcessGroup, free_port
+from vllm_train.testing.stack import REPO_ROOT, LocalStackHandle, java_classpath
+
+def module_classpath(module: str) -> str:
+    """The module's jar and its dependencies (copied to target/lib by the Maven build)."""
+    target = REPO_ROOT / module / "target"
+    for jar in (target / f"{module}.jar", target / f"{module}-0.1.0-SNAPSHOT.jar"):
+        if jar.exists():
+            return f"{jar}:{target / 'lib'}/*"
+    raise DemoError(f"no {module} jar in {target}: build the Java modules first (./pipeline setup)")
+
+
+def grpc_serving(address: str) -> bool:
+    try:
+        with grpc.insecure_channel(address) as ch:
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def write_properties(path: Path, values: dict[str, object]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return path
+
+
+@dataclass
+class DemoSettings:
+    """The knobs of one demo run (the defaults make the tiny model learn within minutes on 2 cores)."""
+
+    run_dir: Path
+    model: Path
+    engines: int = 2
+    batch_size: int = 8
+    batch_max_wait_s: float = 5.0
+    publish_every_batches: int = 4
+    publish_every_seconds: float = 20.0
+    learning_rate: float = 3e-3
+    rank: int = 8
+    beta: float = 0.1
+
+
+@dataclass
+class Endpoints:
+    inference: str
+    engines: list[str]
+    trainer_metrics: str
+    streams_metrics: str
+
+
+def start_stack(group: ProcessGroup, run_dir: Path) -> LocalStackHandle:
+    """The demo's own broker + registry (fresh, in-memory registry), on free ports."""
+    import subprocess
+
+    stack_dir = run_dir / "stack"
+    env = {"VT_STACK_DIR": str(stack_dir), "VT_STACK_KAFKA_PORT": "0", "VT_STACK_CONTROLLER_PORT": "0",
+           "VT_STACK_REGISTRY_PORT": "0", "VT_STACK_REGISTRY_MANAGEMENT_PORT": "0", "VT_STACK_REGISTRY_STORAGE": "mem"}
+    cmd = ["java", "-Dlog4j2.configurationFile=classpath:vllm_train/stack/log4j2-cli.properties", "-cp",
+           java_classpath(), "io.vllmtrain.stack.LocalStack"]
+    import os
+
+    proc = subprocess.run(cmd + ["up"], env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        subprocess.run(cmd + ["down"], env={**os.environ, **env}, capture_output=True, timeout=120)
+        raise DemoError(f"the local stack did not start:\n{proc.stdout}\n{proc.stderr}")
+    values = dict(line.removeprefix("export ").split("=", 1) for line in
+                  (stack_dir / "stack.env").read_text().splitlines())
+    return LocalStackHandle(values["VT_KAFKA_BOOTSTRAP_SERVERS"], values["VT_REGISTRY_URL"], stack_dir)
+
+
+def start_components(group: ProcessGroup, s: DemoSettings, stack: LocalStackHandle, say) -> Endpoints:
+    conf = s.run_dir / "conf"
+    adapters = s.run_dir / "adapters"
+    adapters.mkdir(parents=True, exist_ok=True)
+    model = str(s.model)
+    kafka = {"kafka.bootstrap.servers": stack.bootstrap_servers, "registry.url": stack.registry_url}
+    # Only this run's settings reach the children: no VT_* from the caller's shell leaks into their config.
+    clean_env = {"VT_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers, "VT_REGISTRY_URL": stack.registry_url}
+
+    streams_metrics = free_port()
+    say("streams    starting (Kafka Streams: pairs + batches)")
+    streams = group.start("streams", ["java", "-Xmx384m", "-cp", module_classpath("streams"),
+                                      "io.vllmtrain.streams.StreamsApp", "--config", str(write_properties(
+                                          conf / "streams.properties", {
+                                              **kafka, "streams.application.id": f"demo-{s.run_dir.name}",
+                                              "streams.state.dir": s.run_dir / "streams-state",
+                                              "streams.batch.size": s.batch_size,
+                                              "streams.batch.max.wait": f"{int(s.batch_max_wait_s * 1000)}ms",
+                                              "streams.metrics.port": streams_metrics}))], env=clean_env)
+
+    engine_addresses = []
+    engine_children = []
+    for i in range(s.engines):
+        port = free_port()
+        engine_addresses.append(f"127.0.0.1:{port}")
+        say(f"engine-{i}   starting (hf backend, tiny model) on 127.0.0.1:{port}")
+        engine_children.append(group.start(f"engine-{i}", [
+            sys.executable, "-m", "vllm_train.cli", "serve", "--backend", "hf", "--model", model, "--port", str(port),
+            "--adapter-root", str(adapters), "--replica", f"engine-{i}", "--device", "cpu"],
+            env={**clean_env, "OMP_NUM_THREADS": "1"}))
+    for child, address in zip(engine_children, engine_addresses):
+        group.wait_until(child, lambda a=address: grpc_serving(a), f"serving on {address}")
+
+    inference_port = free_port()
+    say(f"inference  starting (public gRPC API) on 127.0.0.1:{inference_port}")
+    inference = group.start("inference", ["java", "-Xmx384m", "-cp", module_classpath("inference"),
+                                          "io.vllmtrain.inference.InferenceMain", "--config", str(write_properties(
+                                              conf / "inference.properties", {
+                                                  **kafka, "server.host": "127.0.0.1", "server.port": inference_port,
+                                                  "metrics.enabled": "false", "base.model": model,
+                                                  "engine.addresses": ",".join(engine_addresses),
+                                                  "engine.health.interval.ms": 500, "rollout.keep": 3}))],
+                            env=clean_env)
+    group.wait_until(inference, lambda: grpc_serving(f"127.0.0.1:{inference_port}"), "serving")
+
+    trainer_metrics = free_port()
+    say("trainer    starting (continuous DPO on a LoRA adapter, CPU)")
+    trainer_conf = conf / "trainer.toml"
+    trainer_conf.write_text("\n".join([
+        f'run.id = "demo-{s.run_dir.name}"', f'adapter.root = "{adapters}"', f"metrics.port = {trainer_metrics}",
+        'metrics.host = "127.0.0.1"', f'kafka.bootstrap.servers = "{stack.bootstrap_servers}"',
+        f'registry.url = "{stack.registry_url}"', "gate.margin = 0.25", "gate.min.pairs = 4", "heldout.percent = 10",
+        "[train]", f'model = "{model}"', f"rank = {s.rank}", f"alpha = {2 * s.rank}", f"learning_rate = {s.learning_rate}",
+        'lr_schedule = "constant"', "warmup_steps = 0", f"beta = {s.beta}", f"micro_batch_size = {s.batch_size}",
+        "max_prompt_length = 64", "max_length = 128", 'device = "cpu"', 'dtype = "float32"',
+        f"publish_every_batches = {s.publish_every_batches}", f"publish_every_seconds = {s.publish_every_seconds}",
+        ""]))
+    trainer = group.start("trainer", [sys.executable, "-m", "vllm_train.cli", "trainer", "--config", str(trainer_conf)],
+                          env={**clean_env, "OMP_NUM_THREADS": "1"})
+    group.wait_until(trainer, lambda: http_ok(f"http://127.0.0.1:{trainer_metrics}/metrics"), "exporting metrics")
+    group.wait_until(streams, lambda: True, "running", timeout=5)
+    time.sleep(0.5)
+    group.check()
+    return Endpoints(f"127.0.0.1:{inference_port}", engine_addresses, f"http://127.0.0.1:{trainer_metrics}/metrics",
+                     f"http://127.0.0.1:{streams_metrics}/metrics")
