@@ -97,7 +97,8 @@ def test_kill_9_during_training_loses_nothing_and_trains_nothing_twice(kafka, st
         kafka.produce_batches(batches[2:])
         assert len(kafka.wait_versions(config, 1)) == 1
     finally:
-        second.terminate()
+        exit_code = second.terminate()
+    assert exit_code == 0, second.log()  # SIGTERM: a clean stop
     (v,) = _assert_exactly_once(kafka, config, tmp_path, batches, start)
     assert (v["metrics"]["pairs"], v["metrics"]["steps"]) == (18, 6)  # the killed run's steps are not counted
 

@@ -263,7 +263,6 @@ class TrainerService:
             self.window.accuracies.append(m.reward_accuracy)
             self.window.margins.append(m.reward_margin)
             self._record_step(m, batch_id, truncated)
-            failpoint("train.after_step")
         self.window.trained_batches += 1
         self.metrics.batches.labels("trained").inc()
 
