@@ -9,6 +9,7 @@ import java.util.List;
 import java.util.Set;
 import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.apache.kafka.common.serialization.Deserializer;
+import org.apache.kafka.common.serialization.Serde;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.streams.processor.PunctuationType;
 import org.apache.kafka.streams.processor.api.Processor;
@@ -23,16 +24,18 @@ import org.apache.kafka.streams.state.Stores;
 /**
  * Collects pairs into {@link PreferenceBatch}es: a batch closes when it holds {@link BatchPolicy#size()} pairs, or
  * {@link BatchPolicy#maxWait()} of wall-clock time after its first pair arrived (a wall-clock punctuator checks),
- * whichever comes first. Each task (input partition) fills its own batch. The open batch lives in stores with
+ * whichever comes first. Each task (input partition) fills its own batch. The open batch lives in a store with a
  * changelogs, so a restart resumes it; its id hashes the sorted pair ids, so a consumer can de-duplicate.
  */
 final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPair, String, PreferenceBatch> {
-  static final String PAIRS_STORE = "batch-pairs";
-  static final String OPEN_STORE = "batch-open";
+  /** Pairs of the open batch under their sequence number, and the batch's {@link OpenBatch} under {@link #OPEN_KEY}. */
+  static final String STORE = "batch-open";
+  /** Sorts after every sequence key (digits), so range scans over pairs never meet it. */
   private static final String OPEN_KEY = "open";
+  private static final Serde<OpenBatch> OPEN_SERDE = StateSerdes.openBatch();
 
   /**
-   * The open batch: its pairs are {@code batch-pairs} entries {@code firstSeq .. firstSeq+size-1}.
+   * The open batch: its pairs are the store's entries {@code firstSeq .. firstSeq+size-1}.
    *
    * @param firstPairWallClockMs wall-clock time the first pair arrived (the max-wait clock starts there)
    * @param windowStartMs        {@code created_at} of the first pair
@@ -47,7 +50,6 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
   private final PairingMetrics metrics;
   private ProcessorContext<String, PreferenceBatch> context;
   private KeyValueStore<String, byte[]> pairs;
-  private KeyValueStore<String, OpenBatch> open;
   private OpenBatch batch;
   private List<PreferencePair> members;
 
@@ -69,10 +71,8 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
       @Override
       public Set<StoreBuilder<?>> stores() {
         return Set.of(
-            Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(PAIRS_STORE), Serdes.String(),
-                Serdes.ByteArray()).withCachingEnabled(),
-            Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(OPEN_STORE), Serdes.String(),
-                StateSerdes.openBatch()).withCachingEnabled());
+            Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(STORE), Serdes.String(), Serdes.ByteArray())
+                .withCachingEnabled());
       }
     };
   }
@@ -85,11 +85,10 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
   @Override
   public void init(ProcessorContext<String, PreferenceBatch> context) {
     this.context = context;
-    pairs = context.getStateStore(PAIRS_STORE);
-    open = context.getStateStore(OPEN_STORE);
-    // The stores are the truth (they survive restarts); the open batch is mirrored in memory so that closing it
+    pairs = context.getStateStore(STORE);
+    // The store is the truth (it survives restarts); the open batch is mirrored in memory so that closing it
     // does not read every pair back. init runs again whenever the task's state is restored, so this reloads.
-    batch = open.get(OPEN_KEY);
+    batch = OPEN_SERDE.deserializer().deserialize(STORE, pairs.get(OPEN_KEY));
     if (batch == null) {
       batch = new OpenBatch(0, 0, 0, 0);
     }
@@ -115,7 +114,7 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
     if (batch.size() >= policy.size()) {
       emitBatch();
     } else {
-      open.put(OPEN_KEY, batch);
+      saveOpenBatch();
     }
   }
 
@@ -138,10 +137,14 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
         .build();
     batch = new OpenBatch(0, 0, batch.firstSeq() + batch.size(), 0);
     members.clear();
-    open.put(OPEN_KEY, batch);
+    saveOpenBatch();
     context.forward(new Record<>(out.getBatchId(), out, now, new RecordHeaders()));
     metrics.batch();
     metrics.recordOut(Topics.PREFERENCE_BATCHES.name());
+  }
+
+  private void saveOpenBatch() {
+    pairs.put(OPEN_KEY, OPEN_SERDE.serializer().serialize(STORE, batch));
   }
 
   private static String seqKey(long seq) {

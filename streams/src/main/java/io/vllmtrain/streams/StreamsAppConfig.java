@@ -98,7 +98,6 @@ public record StreamsAppConfig(
     p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
     p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, threads);
     p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, commitInterval.toMillis());
-    p.putIfAbsent("processing.exception.handler.global.enabled", "true"); // the 5.0 default; silences a warning
     // Process whatever is buffered instead of waiting to line up timestamps across the task's partitions: the rules
     // already handle feedback that arrives before its response (grace period), and the wait's bookkeeping cost
     // ~7% of the stream thread's CPU (Kafka builds its log lines with String.format on every check).

@@ -8,6 +8,7 @@ import static io.vllmtrain.streams.Events.response;
 import static io.vllmtrain.streams.Events.thumbsDown;
 import static io.vllmtrain.streams.Events.thumbsUp;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
 import io.vllmtrain.events.FeedbackEvent;
@@ -116,7 +117,11 @@ class PreferenceStreamsStackTest {
     EmbeddedStack stack = EmbeddedStack.shared();
     KafkaSettings settings = stack.settings();
     Mix mix = new Mix("it" + UUID.randomUUID().toString().substring(0, 8));
-    Path config = writeConfig(settings, mix.run);
+    int metricsPort;
+    try (java.net.ServerSocket free = new java.net.ServerSocket(0)) {
+      metricsPort = free.getLocalPort();
+    }
+    Path config = writeConfig(settings, mix.run, metricsPort);
 
     Map<String, Object> producerProps = new HashMap<>(settings.clientProperties());
     producerProps.put("linger.ms", "5");
@@ -142,12 +147,12 @@ class PreferenceStreamsStackTest {
       events.send(new ProducerRecord<>(Topics.FEEDBACK.name(), noResponseId.getRequestId(), noResponseId));
       events.flush();
 
-      // Feed feedback steadily and kill the first instance mid-stream, once it has visibly written pairs.
+      // Feed half of the feedback, and kill the first instance mid-stream once it has visibly written pairs.
       int sent = 0;
       AppProcess first = AppProcess.start(config, dir.resolve("first.log"));
       try {
         int half = mix.feedback.size() / 2;
-        while (sent < mix.feedback.size() && !(sent >= half && pairIds.size() >= 5)) {
+        while (sent < half) {
           FeedbackEvent f = mix.feedback.get(sent++);
           events.send(new ProducerRecord<>(Topics.FEEDBACK.name(), f.getRequestId(), f));
           if (sent % 10 == 0) {
@@ -164,6 +169,8 @@ class PreferenceStreamsStackTest {
         first.kill();
       }
       int seenBeforeCrash = pairIds.size();
+      System.out.printf("killed the first instance after %d of %d feedback events, %d of %d pairs visible%n",
+          sent, mix.feedback.size(), seenBeforeCrash, mix.expectedPairIds.size());
 
       for (FeedbackEvent f : mix.feedback.subList(sent, mix.feedback.size())) {
         events.send(new ProducerRecord<>(Topics.FEEDBACK.name(), f.getRequestId(), f));
@@ -209,11 +216,23 @@ class PreferenceStreamsStackTest {
           }
         });
         assertEquals(List.of(mix.run + "-bad UNDECODABLE", mix.run + "-q1 INVALID"), sorted(deadKeys));
+
+        String metrics = scrape(metricsPort);
+        assertTrue(metrics.contains("vt_streams_pairs_total{source=\"PAIRWISE\"}"), metrics);
+        assertTrue(metrics.contains("vt_streams_records_in_total{topic=\"llm.feedback\"}"), metrics);
+        assertTrue(metrics.contains("vt_streams_consumer_lag{partition=\"0\",topic=\"llm.feedback\"}"), metrics);
       }
     }
   }
 
-  private Path writeConfig(KafkaSettings settings, String run) throws Exception {
+  private static String scrape(int port) throws Exception {
+    var request = java.net.http.HttpRequest.newBuilder(java.net.URI.create("http://127.0.0.1:" + port + "/metrics"))
+        .build();
+    return java.net.http.HttpClient.newHttpClient()
+        .send(request, java.net.http.HttpResponse.BodyHandlers.ofString()).body();
+  }
+
+  private Path writeConfig(KafkaSettings settings, String run, int metricsPort) throws Exception {
     Path file = dir.resolve("streams.properties");
     StringBuilder s = new StringBuilder();
     s.append("kafka.bootstrap.servers=").append(settings.bootstrapServers()).append('\n');
@@ -223,7 +242,8 @@ class PreferenceStreamsStackTest {
     }
     s.append("streams.application.id=vt-streams-").append(run).append('\n');
     s.append("streams.state.dir=").append(dir.resolve("state")).append('\n');
-    s.append("streams.batch.size=8\nstreams.batch.max.wait=2s\nstreams.metrics.port=0\n");
+    s.append("streams.batch.size=8\nstreams.batch.max.wait=2s\nstreams.metrics.port=").append(metricsPort)
+        .append('\n');
     // A killed member holds its partitions until its session times out: keep that short for the restart.
     s.append("kafka.session.timeout.ms=6000\nkafka.heartbeat.interval.ms=1000\n");
     Files.writeString(file, s.toString());
