@@ -82,6 +82,7 @@ public record KafkaSettings(Map<String, String> client, String registryUrl, Map<
     props.put("apicurio.registry.url", registryUrl + "/apis/registry/v3");
     props.put("apicurio.registry.auto-register", "true");
     props.put("apicurio.registry.use-specific-avro-reader", "true");
+    props.put("apicurio.registry.avro-datum-provider", CachingAvroDatumProvider.class.getName());
     return props;
   }
 
