@@ -7,7 +7,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from vllm_train.compat import VLLMUnavailableError, version_problem, vllm_status
+from vllm_train.compat import VLLMUnavailableError, installed_vllm_version, version_problem, vllm_api, vllm_status
 from vllm_train.config import LoRATrainConfig
 from vllm_train.data import PreferenceExample, SFTExample
 from vllm_train.trainer import HybridTrainer
@@ -186,3 +186,10 @@ def test_version_gate_accepts_only_the_pinned_vllm():
     assert version_problem("0.33.0") is None
     assert "install vllm==0.33.0" in version_problem("0.32.1")
     assert "not installed" in version_problem(None)
+
+
+def test_vllm_names_are_refused_with_the_reason_when_vllm_is_absent():
+    if installed_vllm_version() is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(VLLMUnavailableError, match="vLLM is not installed; install the supported release"):
+        vllm_api()
