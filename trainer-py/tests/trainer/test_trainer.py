@@ -193,3 +193,21 @@ def test_vllm_names_are_refused_with_the_reason_when_vllm_is_absent():
         pytest.skip("vLLM is installed here")
     with pytest.raises(VLLMUnavailableError, match="vLLM is not installed; install the supported release"):
         vllm_api()
+
+
+def test_dpo_never_computes_full_vocabulary_logits_for_the_batch(tiny_model, monkeypatch):
+    import vllm_train.losses.logprobs as logprobs
+
+    t = HybridTrainer(config(tiny_model, logprob_chunk_tokens=8))
+    rows_per_chunk = []
+    original = logprobs._chunk_logprobs
+
+    def spy(hidden, *args):
+        rows_per_chunk.append(hidden.shape[0])
+        return original(hidden, *args)
+
+    monkeypatch.setattr(logprobs, "_chunk_logprobs", spy)
+    head = t.model.get_base_model().get_output_embeddings()
+    monkeypatch.setattr(head, "forward", lambda *a, **k: pytest.fail("the LM head ran over the whole batch"))
+    t.dpo_step(PAIRS)
+    assert rows_per_chunk and max(rows_per_chunk) <= 8  # at most chunk x vocab logits exist at any time
