@@ -42,6 +42,7 @@ public final class EngineHealthMonitor implements AutoCloseable {
   private final Map<EngineReplica, AtomicBoolean> checking = new ConcurrentHashMap<>();
   private final Map<EngineReplica, AtomicInteger> slowAnswers = new ConcurrentHashMap<>();
   private final Map<EngineReplica, String> lastProblem = new ConcurrentHashMap<>();
+  private final Map<EngineReplica, Long> checkStarted = new ConcurrentHashMap<>();
 
   /** {@code afterCheck} runs after each replica's check (the server updates its gRPC health status there). */
   public EngineHealthMonitor(EngineRouter router, RolloutController controller, String baseModel, Duration interval,
@@ -68,9 +69,24 @@ public final class EngineHealthMonitor implements AutoCloseable {
 
   /** Checks every replica now (tests call this instead of waiting for the timer). */
   public void checkAll() {
+    long now = System.nanoTime();
     for (EngineReplica r : router.replicas()) {
-      if (checking.get(r).compareAndSet(false, true)) {
-        check(r);
+      try {
+        Long since = checkStarted.get(r);
+        if (since != null && now - since > 2 * CHECK_TIMEOUT.toNanos()) {
+          // The deadline should have ended it; never let one lost callback stop the checks of a replica.
+          log.warn("health check of {} got no answer in {} s; checking again", r.name(),
+              2 * CHECK_TIMEOUT.toSeconds());
+          checking.get(r).set(false);
+        }
+        if (checking.get(r).compareAndSet(false, true)) {
+          checkStarted.put(r, now);
+          check(r);
+        }
+      } catch (RuntimeException e) {
+        // A scheduled task that throws is never run again: log and go on with the next replica.
+        checking.get(r).set(false);
+        log.error("health check of {} failed to start", r.name(), e);
       }
     }
   }
@@ -164,6 +180,7 @@ public final class EngineHealthMonitor implements AutoCloseable {
   }
 
   private void done(EngineReplica r) {
+    checkStarted.remove(r);
     checking.get(r).set(false);
     afterCheck.run();
   }

@@ -20,6 +20,8 @@ import java.util.Optional;
  * @param port public gRPC port ({@code server.port}, default 50051; 0 picks a free port)
  * @param tls TLS on the public port, present when {@code server.tls.cert} and {@code server.tls.key} are set
  * @param shutdownGrace how long a shutdown waits for requests in flight ({@code server.shutdown.grace.ms}, 30000)
+ * @param eventLoopThreads network threads shared by the public port and the engine connections
+ *     ({@code server.event.loop.threads}, default: the number of CPUs)
  * @param metricsEnabled whether Prometheus metrics are served over HTTP ({@code metrics.enabled}, true)
  * @param metricsHost address of the metrics HTTP server ({@code metrics.host}, {@code 0.0.0.0})
  * @param metricsPort port of the metrics HTTP server, path {@code /metrics} ({@code metrics.port}, 9464)
@@ -47,6 +49,7 @@ public record InferenceConfig(
     int port,
     Optional<Tls> tls,
     Duration shutdownGrace,
+    int eventLoopThreads,
     boolean metricsEnabled,
     String metricsHost,
     int metricsPort,
@@ -104,6 +107,7 @@ public record InferenceConfig(
           + "certificates)");
     }
     Duration grace = r.millis("server.shutdown.grace.ms", 30_000);
+    int eventLoopThreads = r.integer("server.event.loop.threads", Runtime.getRuntime().availableProcessors(), 1, 1024);
     boolean metricsEnabled = r.bool("metrics.enabled", true);
     String metricsHost = r.string("metrics.host", "0.0.0.0");
     int metricsPort = r.integer("metrics.port", 9464, 0, 65535);
@@ -132,7 +136,7 @@ public record InferenceConfig(
       }
     }
     r.failIfProblems();
-    return new InferenceConfig(host, port, tls, grace, metricsEnabled, metricsHost, metricsPort, baseModel, engines,
+    return new InferenceConfig(host, port, tls, grace, eventLoopThreads, metricsEnabled, metricsHost, metricsPort, baseModel, engines,
         engineTimeout, healthInterval, maxN, defaultMaxTokens, maxTokensLimit, keep, loadTimeout, loadAttempts,
         paused, pin, bufferCapacity, flushTimeout, kafka);
   }

@@ -55,6 +55,17 @@ final class InProcessEngine extends EngineServiceGrpc.EngineServiceImplBase {
     return e;
   }
 
+  /** The same instant engine on a real TCP port (the benchmark's echo engine); stop it with the returned server. */
+  static Server onPort(String name, int port) {
+    try {
+      return io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder
+          .forAddress(new java.net.InetSocketAddress("127.0.0.1", port))
+          .addService(new InProcessEngine(name)).build().start();
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+  }
+
   private void serve() {
     try {
       server = InProcessServerBuilder.forName(name).addService(this).build().start();

@@ -272,7 +272,9 @@ class RolloutAcceptanceTest {
   @Order(2)
   void aVersionOneReplicaCannotLoadIsFailedAndTrafficStaysOnTheOldOne() {
     StackTopics.publish(stack.settings(), record(4));
-    Await.until("v4 failed", Duration.ofSeconds(120), () -> info(4).getStatus() == VersionStatus.FAILED);
+    Await.until("v4 failed", Duration.ofSeconds(120), () -> adapterService().listVersions(
+        ListVersionsRequest.getDefaultInstance()).getVersionsList().stream()
+        .anyMatch(v -> v.getVersionId().equals(id(4)) && v.getStatus() == VersionStatus.FAILED));
     String reason = info(4).getFailureReason();
     assertTrue(reason.startsWith(engineB.address() + ": NOT_FOUND"), reason);
     assertEquals(id(3), active());
