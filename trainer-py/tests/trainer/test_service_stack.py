@@ -78,6 +78,7 @@ def _assert_exactly_once(kafka, config, adapter_root, batches, start):
     return versions
 
 
+@pytest.mark.slow
 def test_kill_9_during_training_loses_nothing_and_trains_nothing_twice(kafka, stack, tiny_model, tmp_path):
     config = service_config(stack, tiny_model, tmp_path, publish_every_batches=3)
     start = kafka.start_group_at_end(config.group_id)
@@ -103,6 +104,7 @@ def test_kill_9_during_training_loses_nothing_and_trains_nothing_twice(kafka, st
     assert (v["metrics"]["pairs"], v["metrics"]["steps"]) == (18, 6)  # the killed run's steps are not counted
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["publish.after_state", "publish.after_adapter", "publish.before_commit",
                                    "publish.after_commit"])
 def test_kill_9_while_publishing_then_restart_publishes_each_version_once(kafka, stack, tiny_model, tmp_path, point):
