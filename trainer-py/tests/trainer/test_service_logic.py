@@ -43,7 +43,8 @@ def test_version_ids_round_trip():
 @pytest.mark.parametrize("b, words", [
     (batch(batch_id=""), "batch_id is empty"),
     (batch(pairs=[]), "has no pairs"),
-    (batch(pairs=[pair(rejected="")]), "pair 0 (p0): rejected is empty"),
+    (batch(pairs=[pair(chosen="", chosen_response_id=None)]), "pair 0 (p0): chosen is an empty edit"),
+    (batch(pairs=[pair(rejected=None)]), "pair 0 (p0): rejected is missing"),
     (batch(pairs=[pair(), pair(1, chosen="cat")]), "pair 1 (p1): chosen and rejected are the same"),
     (batch(pairs=[pair(weight=0.0)]), "weight must be a positive number"),
     (batch(pairs=[pair(prompt={"messages": [], "text": None})]), "neither text nor a message"),
@@ -55,6 +56,11 @@ def test_malformed_batches_are_refused_naming_pair_and_field(b, words):
 
 def test_a_good_batch_has_no_reason():
     assert invalid_batch_reason(batch(), base_model="tiny") is None
+
+
+def test_an_empty_generated_response_is_a_completion_to_learn_from():
+    # The model ended at once (EOS only): a real, if short, answer that a user may prefer or reject.
+    assert invalid_batch_reason(batch(pairs=[pair(rejected="")]), base_model="tiny") is None
 
 
 def test_pair_age_counts_versions_behind_the_latest_and_treats_base_and_other_runs_as_zero():

@@ -45,8 +45,12 @@ def invalid_batch_reason(batch: Mapping[str, Any], base_model: str) -> str | Non
     for i, pair in enumerate(pairs):
         where = f"pair {i} ({pair.get('pair_id') or 'no id'})"
         for side in ("chosen", "rejected"):
-            if not isinstance(pair.get(side), str) or not pair[side].strip():
-                return f"{where}: {side} is empty"
+            if not isinstance(pair.get(side), str):
+                return f"{where}: {side} is missing"
+            # An empty generated response is a real completion (the model ended at once: EOS is what is learnt);
+            # an empty user edit is not.
+            if not pair[side].strip() and pair.get(f"{side}_response_id", "") is None:
+                return f"{where}: {side} is an empty edit"
         if pair["chosen"] == pair["rejected"]:
             return f"{where}: chosen and rejected are the same text"
         weight = pair.get("weight", 1.0)
