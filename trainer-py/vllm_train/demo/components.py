@@ -144,7 +144,7 @@ def start_components(group: ProcessGroup, s: DemoSettings, stack: LocalStackHand
         f'registry.url = "{stack.registry_url}"', "gate.margin = 0.25", "gate.min.pairs = 4", "heldout.percent = 10",
         "[train]", f'model = "{model}"', f"rank = {s.rank}", f"alpha = {2 * s.rank}", f"learning_rate = {s.learning_rate}",
         'lr_schedule = "constant"', "warmup_steps = 0", f"beta = {s.beta}", f"micro_batch_size = {s.batch_size}",
-        "max_prompt_length = 64", "max_length = 128", 'device = "cpu"', 'dtype = "float32"',
+        "max_prompt_length = 64", "max_length = 128", 'device = "cpu"', 'dtype = "float32"', "cpu_threads = 1",
         f"publish_every_batches = {s.publish_every_batches}", f"publish_every_seconds = {s.publish_every_seconds}",
         ""]))
     trainer = group.start("trainer", [sys.executable, "-m", "vllm_train.cli", "trainer", "--config", str(trainer_conf)],
