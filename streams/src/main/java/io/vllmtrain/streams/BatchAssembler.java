@@ -25,7 +25,11 @@ import org.apache.kafka.streams.state.Stores;
  * Collects pairs into {@link PreferenceBatch}es: a batch closes when it holds {@link BatchPolicy#size()} pairs, or
  * {@link BatchPolicy#maxWait()} of wall-clock time after its first pair arrived (a wall-clock punctuator checks),
  * whichever comes first. Each task (input partition) fills its own batch. The open batch lives in a store with a
- * changelogs, so a restart resumes it; its id hashes the sorted pair ids, so a consumer can de-duplicate.
+ * changelog, so a restart resumes it; its id hashes the sorted pair ids, so a consumer can de-duplicate.
+ *
+ * <p>The store is the only one with a record cache: a batch usually fills and closes within one commit interval,
+ * so its pairs are put and deleted in the cache and never reach RocksDB or the changelog; only a batch still open
+ * at a commit is written out.
  */
 final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPair, String, PreferenceBatch> {
   /** Pairs of the open batch under their sequence number, and the batch's {@link OpenBatch} under {@link #OPEN_KEY}. */

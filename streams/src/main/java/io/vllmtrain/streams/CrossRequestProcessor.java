@@ -46,7 +46,7 @@ final class CrossRequestProcessor implements Processor<String, RatedResponse, St
       public Set<StoreBuilder<?>> stores() {
         return Set.of(
             Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(CANDIDATES_STORE), Serdes.String(),
-                StateSerdes.candidateSet()).withCachingEnabled(),
+                StateSerdes.candidateSet()).withCachingDisabled(),
             DeadlineIndex.storeBuilder(DEADLINES_STORE));
       }
     };

@@ -24,7 +24,7 @@ final class DeadlineIndex {
 
   static StoreBuilder<KeyValueStore<String, String>> storeBuilder(String name) {
     return Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(name), Serdes.String(), Serdes.String())
-        .withCachingEnabled();
+        .withCachingDisabled();
   }
 
   void schedule(long deadlineMs, String id) {

@@ -29,7 +29,9 @@ import org.apache.kafka.streams.state.Stores;
  * here, so a record that cannot be decoded or validated goes to the DLQ instead of stopping the app.
  *
  * <p>State per request: its prompt and responses ({@link #EVENTS_STORE}), its feedback ({@link #FEEDBACK_STORE}),
- * and wake-ups for the grace period and retention ({@link #DEADLINES_STORE}), driven by stream time.
+ * and wake-ups for the grace period and retention ({@link #DEADLINES_STORE}), driven by stream time. These stores
+ * have one key per request, so a record cache would only fill up and evict (write) entries one by one; they write
+ * through, leaving the thread's cache to {@link BatchAssembler}, whose pairs it absorbs (see there).
  */
 final class RequestProcessor implements Processor<byte[], byte[], String, Emission> {
   static final String EVENTS_STORE = "request-events";
@@ -65,9 +67,9 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
       public Set<StoreBuilder<?>> stores() {
         return Set.of(
             Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(EVENTS_STORE), Serdes.String(),
-                StateSerdes.requestEvents()).withCachingEnabled(),
+                StateSerdes.requestEvents()).withCachingDisabled(),
             Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(FEEDBACK_STORE), Serdes.String(),
-                StateSerdes.feedbackState()).withCachingEnabled(),
+                StateSerdes.feedbackState()).withCachingDisabled(),
             DeadlineIndex.storeBuilder(DEADLINES_STORE));
       }
     };
