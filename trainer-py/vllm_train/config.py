@@ -20,6 +20,7 @@ LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
 SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 REFERENCES = ("base", "previous")
+FAST_PATH = ("auto", "on", "off")
 # vLLM applies LoRA to the decoder's linear layers; adapters on these would not load (or not do what was trained).
 _UNSERVABLE_TARGETS = ("embed_tokens", "lm_head", "wte", "word_embeddings")
 
@@ -103,6 +104,13 @@ class LoRATrainConfig:
     often fastest: spinning threads of an oversubscribed machine can be 100x slower."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about a third more compute."""
+    fast_path: Literal["auto", "on", "off"] = "auto"
+    """The GPU fast path (vllm_train.fast_path): LoRA computed in the base dtype, memory-lean RMSNorm and SwiGLU,
+    LM-head gradient taken in the forward pass, no attention mask without padding. Same function within bf16
+    rounding. auto = on for CUDA devices, off elsewhere."""
+    compile_kernels: bool = False
+    """With the fast path: fuse its elementwise kernels (RMSNorm, SwiGLU) with torch.compile; a few seconds of
+    compiling per new shape."""
 
     # --- publishing (the service) ------------------------------------------------------------------------------
     publish_every_batches: int = 8
@@ -185,6 +193,8 @@ class LoRATrainConfig:
                      "publish_every_batches"):
             if getattr(self, name) < 1:
                 fail(name, "must be >= 1")
+        if self.fast_path not in FAST_PATH:
+            fail("fast_path", f"{self.fast_path!r} is not one of {list(FAST_PATH)}")
         if self.dtype not in DTYPES:
             fail("dtype", f"{self.dtype!r} is not one of {list(DTYPES)}")
         if not self.device or not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):

@@ -133,7 +133,7 @@ class HybridTrainer:
     """
 
     def __init__(self, config: LoRATrainConfig, *, adapter_path: str | os.PathLike | None = None,
-                 state_path: str | os.PathLike | None = None):
+                 state_path: str | os.PathLike | None = None, base_model=None, tokenizer=None):
         from peft import LoraConfig, PeftModel, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -142,12 +142,14 @@ class HybridTrainer:
             torch.set_num_threads(config.cpu_threads)
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(config.model)
+        # base_model/tokenizer: already loaded ones (e.g. a benchmark's random-weight model); config.model names them.
+        self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(config.model)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token  # only ever under the attention mask
         self.pair_tokenizer = PairTokenizer(self.tokenizer, config.max_prompt_length, config.max_length)
 
-        base = AutoModelForCausalLM.from_pretrained(config.model, dtype=self.dtype)
+        base = base_model if base_model is not None else AutoModelForCausalLM.from_pretrained(config.model,
+                                                                                                dtype=self.dtype)
         base.config.use_cache = False
         base.requires_grad_(False)
         if adapter_path is not None:
@@ -174,6 +176,12 @@ class HybridTrainer:
             self.model.get_base_model().gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
             self.model.enable_input_require_grads()
+        self.fast_path = config.fast_path == "on" or (config.fast_path == "auto" and self.device.type == "cuda")
+        self.fast_path_report = None
+        if self.fast_path:
+            from vllm_train.fast_path import apply_fast_path
+
+            self.fast_path_report = apply_fast_path(self.model, compile=config.compile_kernels)
         self.model.train()
 
         self.optimizer = torch.optim.AdamW(list(self._lora_params.values()), lr=config.learning_rate,
@@ -246,10 +254,14 @@ class HybridTrainer:
         model's full logits."""
         causal = self.model.get_base_model()
         decoder, head = causal.get_decoder(), causal.get_output_embeddings()
-        hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)[0]
+        mask = batch.attention_mask
+        if self.fast_path and bool(mask.all()):
+            mask = None  # no padding: plain causal attention (SDPA's flash kernel), no mask built
+        hidden = decoder(input_ids=batch.input_ids, attention_mask=mask, use_cache=False)[0]
         return sequence_logprobs(hidden, head.weight, batch.input_ids, batch.completion_mask,
                                  bias=getattr(head, "bias", None), chunk_tokens=self.config.logprob_chunk_tokens,
-                                 softcap=getattr(causal.config, "final_logit_softcapping", None))
+                                 softcap=getattr(causal.config, "final_logit_softcapping", None),
+                                 fused=self.fast_path)
 
     def tokenize(self, pairs: Sequence[PreferenceExample | TokenizedPair]) -> list[TokenizedPair]:
         return [p if isinstance(p, TokenizedPair) else self.pair_tokenizer.pair(p) for p in pairs]
@@ -327,15 +339,16 @@ class HybridTrainer:
                                       loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing)
             weights = batch.weights
             ((losses * weights).sum() / total_weight).backward()
-            loss_sum += float((losses.detach() * weights).sum())
-            tokens += batch.num_tokens
-            chosen_rewards.append(cr.cpu())
-            rejected_rewards.append(rr.cpu())
+            # Metrics stay on the device until the step ends: no host sync between micro-batches.
+            loss_sum = loss_sum + (losses.detach() * weights).sum()
+            tokens += sum(p.num_tokens for p in chunk)  # = batch.num_tokens, counted on the host
+            chosen_rewards.append(cr)
+            rejected_rewards.append(rr)
         lr = self.scheduler.get_last_lr()[0]
         grad_norm = self._optimizer_step()
         self.pairs_seen += len(tokenized)
-        cr, rr = torch.cat(chosen_rewards), torch.cat(rejected_rewards)
-        return StepMetrics(step=self.step, loss=loss_sum / total_weight,
+        cr, rr = torch.cat(chosen_rewards).cpu(), torch.cat(rejected_rewards).cpu()
+        return StepMetrics(step=self.step, loss=float(loss_sum) / total_weight,
                            reward_accuracy=float((cr > rr).float().mean()), reward_margin=float((cr - rr).mean()),
                            chosen_reward=float(cr.mean()), rejected_reward=float(rr.mean()), pairs=len(tokenized),
                            tokens=tokens, seconds=time.perf_counter() - started, grad_norm=grad_norm,

@@ -25,15 +25,23 @@ def _chunk_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
                    bias: torch.Tensor | None = None, chunk_tokens: int = 2048,
-                   softcap: float | None = None) -> torch.Tensor:
+                   softcap: float | None = None, fused: bool = False) -> torch.Tensor:
     """``log softmax(hidden @ weight.T + bias)[target]`` for each row, in float32.
 
     ``hidden``: ``[N, H]`` final hidden states at the positions that predict ``targets`` (``[N]`` token ids);
     ``weight``: the LM head ``[V, H]``. ``softcap`` applies ``c tanh(logits / c)`` for models that cap logits.
+    ``fused``: with a frozen head, take the gradient in the forward pass instead of recomputing the logits in the
+    backward (:mod:`vllm_train.losses.fused_logprobs`); a trainable head ignores it.
     """
     if hidden.shape[0] == 0:
         return hidden.new_zeros(0, dtype=torch.float32)
     needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    head_frozen = not weight.requires_grad and (bias is None or not bias.requires_grad)
+    if fused and needs_grad and head_frozen:
+        from vllm_train.losses.fused_logprobs import frozen_head_token_logprobs
+
+        return frozen_head_token_logprobs(hidden, weight, targets, bias=bias, chunk_tokens=chunk_tokens,
+                                          softcap=softcap)
     parts = []
     for start in range(0, hidden.shape[0], chunk_tokens):
         h, t = hidden[start:start + chunk_tokens], targets[start:start + chunk_tokens]
@@ -46,16 +54,17 @@ def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Te
 
 def sequence_logprobs(hidden: torch.Tensor, weight: torch.Tensor, input_ids: torch.Tensor,
                       completion_mask: torch.Tensor, *, bias: torch.Tensor | None = None, chunk_tokens: int = 2048,
-                      softcap: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      softcap: float | None = None, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probabilities of the completion tokens of each sequence.
 
     ``hidden``: ``[B, T, H]`` final hidden states; ``input_ids`` and ``completion_mask`` ``[B, T]``, the mask true on
     completion tokens (never on prompt or padding). Position t predicts token t + 1, so the first token of a
-    sequence is never scored. Returns ``(logps [B] float32, token_counts [B])``.
+    sequence is never scored. Returns ``(logps [B] float32, token_counts [B])``. ``fused``: see
+    :func:`token_logprobs`.
     """
     scored = completion_mask[:, 1:].bool()
     rows = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1).expand_as(scored)[scored]
     per_token = token_logprobs(hidden[:, :-1][scored], weight, input_ids[:, 1:][scored], bias=bias,
-                               chunk_tokens=chunk_tokens, softcap=softcap)
+                               chunk_tokens=chunk_tokens, softcap=softcap, fused=fused)
     logps = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=hidden.device).index_add(0, rows, per_token)
     return logps, scored.sum(dim=1)
