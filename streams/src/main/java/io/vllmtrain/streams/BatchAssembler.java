@@ -16,7 +16,6 @@ import org.apache.kafka.streams.processor.api.Processor;
 import org.apache.kafka.streams.processor.api.ProcessorContext;
 import org.apache.kafka.streams.processor.api.ProcessorSupplier;
 import org.apache.kafka.streams.processor.api.Record;
-import org.apache.kafka.streams.state.KeyValueIterator;
 import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.streams.state.StoreBuilder;
 import org.apache.kafka.streams.state.Stores;
@@ -34,17 +33,17 @@ import org.apache.kafka.streams.state.Stores;
 final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPair, String, PreferenceBatch> {
   /** Pairs of the open batch under their sequence number, and the batch's {@link OpenBatch} under {@link #OPEN_KEY}. */
   static final String STORE = "batch-open";
-  /** Sorts after every sequence key (digits), so range scans over pairs never meet it. */
+  /** Key of the open batch's {@link OpenBatch}; its pairs are under "0", "1", ... in the order they arrived. */
   private static final String OPEN_KEY = "open";
   private static final Serde<OpenBatch> OPEN_SERDE = StateSerdes.openBatch();
 
   /**
-   * The open batch: its pairs are the store's entries {@code firstSeq .. firstSeq+size-1}.
+   * When the open batch started; written once per batch (its pairs are counted from the store on restore).
    *
    * @param firstPairWallClockMs wall-clock time the first pair arrived (the max-wait clock starts there)
    * @param windowStartMs        {@code created_at} of the first pair
    */
-  record OpenBatch(long firstPairWallClockMs, long windowStartMs, long firstSeq, int size) {}
+  record OpenBatch(long firstPairWallClockMs, long windowStartMs) {}
 
   /** A pair and its registry encoding, made once and shared by the pairs sink and the batch store. */
   record EncodedPair(PreferencePair pair, byte[] bytes) {}
@@ -54,7 +53,7 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
   private final PairingMetrics metrics;
   private ProcessorContext<String, PreferenceBatch> context;
   private KeyValueStore<String, byte[]> pairs;
-  private OpenBatch batch;
+  private OpenBatch batch; // null when no batch is open
   private List<PreferencePair> members;
 
   BatchAssembler(BatchPolicy policy, Deserializer<PreferencePair> decoder, PairingMetrics metrics) {
@@ -93,14 +92,10 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
     // The store is the truth (it survives restarts); the open batch is mirrored in memory so that closing it
     // does not read every pair back. init runs again whenever the task's state is restored, so this reloads.
     batch = OPEN_SERDE.deserializer().deserialize(STORE, pairs.get(OPEN_KEY));
-    if (batch == null) {
-      batch = new OpenBatch(0, 0, 0, 0);
-    }
     members = new ArrayList<>(policy.size());
-    if (batch.size() > 0) {
-      try (KeyValueIterator<String, byte[]> it =
-               pairs.range(seqKey(batch.firstSeq()), seqKey(batch.firstSeq() + batch.size() - 1))) {
-        it.forEachRemaining(kv -> members.add(decoder.deserialize(Topics.PREFERENCE_PAIRS.name(), kv.value)));
+    if (batch != null) {
+      for (byte[] bytes = pairs.get(seqKey(0)); bytes != null; bytes = pairs.get(seqKey(members.size()))) {
+        members.add(decoder.deserialize(Topics.PREFERENCE_PAIRS.name(), bytes));
       }
     }
     context.schedule(policy.checkInterval(), PunctuationType.WALL_CLOCK_TIME, this::closeIfWaitedEnough);
@@ -109,29 +104,29 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
   @Override
   public void process(Record<String, EncodedPair> record) {
     PreferencePair pair = record.value().pair();
-    if (batch.size() == 0) {
-      batch = new OpenBatch(context.currentSystemTimeMs(), pair.getCreatedAt().toEpochMilli(), batch.firstSeq(), 0);
+    if (batch == null) {
+      batch = new OpenBatch(context.currentSystemTimeMs(), pair.getCreatedAt().toEpochMilli());
+      pairs.put(OPEN_KEY, OPEN_SERDE.serializer().serialize(STORE, batch));
     }
-    pairs.put(seqKey(batch.firstSeq() + batch.size()), record.value().bytes());
+    // Slots are reused from 0 by every batch: the store (and its cache) never holds more than N + 1 keys.
+    pairs.put(seqKey(members.size()), record.value().bytes());
     members.add(pair);
-    batch = new OpenBatch(batch.firstPairWallClockMs(), batch.windowStartMs(), batch.firstSeq(), batch.size() + 1);
-    if (batch.size() >= policy.size()) {
+    if (members.size() >= policy.size()) {
       emitBatch();
-    } else {
-      saveOpenBatch();
     }
   }
 
   private void closeIfWaitedEnough(long wallClockMs) {
-    if (batch.size() > 0 && wallClockMs - batch.firstPairWallClockMs() >= policy.maxWait().toMillis()) {
+    if (batch != null && wallClockMs - batch.firstPairWallClockMs() >= policy.maxWait().toMillis()) {
       emitBatch();
     }
   }
 
   private void emitBatch() {
-    for (long seq = batch.firstSeq(); seq < batch.firstSeq() + batch.size(); seq++) {
-      pairs.delete(seqKey(seq));
+    for (int i = 0; i < members.size(); i++) {
+      pairs.delete(seqKey(i));
     }
+    pairs.delete(OPEN_KEY);
     long now = context.currentSystemTimeMs();
     PreferenceBatch out = PreferenceBatch.newBuilder()
         .setBatchId(batchId(members.stream().map(PreferencePair::getPairId).toList()))
@@ -139,19 +134,14 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
         .setWindowStart(Instant.ofEpochMilli(batch.windowStartMs()))
         .setWindowEnd(Instant.ofEpochMilli(now))
         .build();
-    batch = new OpenBatch(0, 0, batch.firstSeq() + batch.size(), 0);
+    batch = null;
     members.clear();
-    saveOpenBatch();
     context.forward(new Record<>(out.getBatchId(), out, now, new RecordHeaders()));
     metrics.batch();
     metrics.recordOut(Topics.PREFERENCE_BATCHES.name());
   }
 
-  private void saveOpenBatch() {
-    pairs.put(OPEN_KEY, OPEN_SERDE.serializer().serialize(STORE, batch));
-  }
-
-  private static String seqKey(long seq) {
-    return OrderedKeys.of(seq, 19, "");
+  private static String seqKey(int slot) {
+    return Integer.toString(slot);
   }
 }

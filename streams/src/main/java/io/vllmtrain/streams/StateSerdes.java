@@ -89,9 +89,7 @@ final class StateSerdes {
     return serde((out, v) -> {
       out.i64(v.firstPairWallClockMs());
       out.i64(v.windowStartMs());
-      out.i64(v.firstSeq());
-      out.i32(v.size());
-    }, in -> new BatchAssembler.OpenBatch(in.i64(), in.i64(), in.i64(), in.i32()));
+    }, in -> new BatchAssembler.OpenBatch(in.i64(), in.i64()));
   }
 
   private static void writeRated(Out out, RatedResponse r) {
