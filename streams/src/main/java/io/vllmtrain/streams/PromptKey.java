@@ -3,7 +3,6 @@ package io.vllmtrain.streams;
 import io.vllmtrain.events.ChatMessage;
 import io.vllmtrain.events.Prompt;
 import java.text.Normalizer;
-import java.util.Locale;
 
 /**
  * The key under which responses to "the same prompt" from different requests meet: base model plus the prompt
@@ -26,7 +25,33 @@ final class PromptKey {
         text.append(m.getRole()).append(": ").append(m.getContent()).append('\n');
       }
     }
-    String folded = Normalizer.normalize(text, Normalizer.Form.NFKC).toLowerCase(Locale.ROOT);
-    return folded.replaceAll("\\s+", " ").strip();
+    CharSequence folded = isAscii(text) ? text : Normalizer.normalize(text, Normalizer.Form.NFKC);
+    // Lower case, runs of white space as one space, trimmed; one pass (this runs for every rating).
+    StringBuilder out = new StringBuilder(folded.length());
+    boolean pendingSpace = false;
+    for (int i = 0; i < folded.length(); ) {
+      int c = Character.codePointAt(folded, i);
+      i += Character.charCount(c);
+      if (Character.isWhitespace(c)) {
+        pendingSpace = out.length() > 0;
+        continue;
+      }
+      if (pendingSpace) {
+        out.append(' ');
+        pendingSpace = false;
+      }
+      out.appendCodePoint(Character.toLowerCase(c));
+    }
+    return out.toString();
+  }
+
+  /** NFKC leaves ASCII unchanged, so most prompts skip it. */
+  private static boolean isAscii(CharSequence s) {
+    for (int i = 0; i < s.length(); i++) {
+      if (s.charAt(i) >= 0x80) {
+        return false;
+      }
+    }
+    return true;
   }
 }

@@ -69,7 +69,7 @@ public final class StreamsBench {
 
   record Options(int warmupEvents, int floodEvents, int rate, int seconds) {
     static Options parse(String[] args) {
-      int warmup = 60_000;
+      int warmup = 150_000;
       int flood = 100_000;
       int rate = 20_000;
       int seconds = 10;
