@@ -98,6 +98,10 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
       }
       event = decoder.deserialize(md.topic(), record.headers(), record.value());
     } catch (RuntimeException e) {
+      if (TransientFailure.isCause(e)) {
+        throw new TransientFailure("cannot decode a record of " + md.topic() + " now (" + message(e)
+            + "); the stream thread restarts and reads it again", e);
+      }
       deadLetter(source, record, DlqReason.UNDECODABLE, message(e));
       return;
     }

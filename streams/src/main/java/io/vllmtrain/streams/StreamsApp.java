@@ -115,9 +115,19 @@ public final class StreamsApp implements AutoCloseable {
             + " (streams.metrics.port; 0 turns it off): " + e.getMessage(), e);
       }
     }
-    // An exception that escapes the processors (they route bad records to the DLQ) is a bug or a fatal Kafka
-    // error: stop rather than skip records; the transaction of the failed task aborts, so nothing is half-written.
+    // The failed thread's transaction aborts, so nothing is half-written either way. An unreachable registry is
+    // retried (a new thread reads the records again, after a pause); anything else that escapes the processors
+    // (they route bad records to the DLQ) is a bug or a fatal Kafka error: stop rather than skip records.
     streams.setUncaughtExceptionHandler(e -> {
+      if (TransientFailure.isCause(e)) {
+        LOG.warn("stream thread failed on a network error, replacing it in 2 s: {}", e.getMessage());
+        try {
+          Thread.sleep(2000);
+        } catch (InterruptedException interrupted) {
+          Thread.currentThread().interrupt();
+        }
+        return StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.REPLACE_THREAD;
+      }
       LOG.error("stream thread failed", e);
       return StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
     });

@@ -40,12 +40,21 @@ final class PipelineDriver implements AutoCloseable {
   private Instant now = Events.T0;
 
   PipelineDriver(PairingRules rules, BatchPolicy batching, Path stateDir) {
+    this(rules, batching, stateDir, null);
+  }
+
+  /** With {@code decoder} in place of the registry decoder of event values (null: the in-memory registry's). */
+  PipelineDriver(PairingRules rules, BatchPolicy batching, Path stateDir,
+                 org.apache.kafka.common.serialization.Deserializer<Object> decoder) {
     Properties props = new Properties();
     props.put(StreamsConfig.APPLICATION_ID_CONFIG, "streams-test");
     props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, "unused:9092");
     props.put(StreamsConfig.STATE_DIR_CONFIG, stateDir.toString());
-    driver = new TopologyTestDriver(
-        PreferenceTopology.build(rules, batching, registry.eventSerdes(), metrics), props, Events.T0);
+    EventSerdes serdes = registry.eventSerdes();
+    if (decoder != null) {
+      serdes = new EventSerdes(decoder, serdes.pairs(), serdes.batches());
+    }
+    driver = new TopologyTestDriver(PreferenceTopology.build(rules, batching, serdes, metrics), props, Events.T0);
     StringSerializer keys = new StringSerializer();
     prompts = driver.createInputTopic(Topics.PROMPTS.name(), keys, registry.serializer());
     responses = driver.createInputTopic(Topics.RESPONSES.name(), keys, registry.serializer());

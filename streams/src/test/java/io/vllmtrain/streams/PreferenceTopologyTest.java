@@ -11,6 +11,7 @@ import static io.vllmtrain.streams.Events.thumbsUp;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.vllmtrain.events.FeedbackEvent;
@@ -286,6 +287,18 @@ class PreferenceTopologyTest {
         "INVALID: feedback on request q1 has an empty feedback_id",
         "KEY_MISMATCH: key 'q2' is not the request id 'q1'",
         "INVALID: request_id is empty"), reasons);
+  }
+
+  @Test
+  void aRecordThatCannotBeDecodedBecauseTheRegistryIsDownIsRetriedNotDeadLettered() {
+    app = new PipelineDriver(PairingRules.DEFAULTS, new BatchPolicy(1000, Duration.ofHours(1)), stateDir,
+        (topic, bytes) -> {
+          throw new org.apache.kafka.common.errors.SerializationException("cannot decode",
+              new java.net.ConnectException("Connection refused"));
+        });
+    RuntimeException e = assertThrows(RuntimeException.class, () -> app.rawFeedback("q1", new byte[] {0, 0, 0, 0, 1}));
+    assertTrue(TransientFailure.isCause(e), e.toString());
+    assertEquals(List.of(), app.deadLetters());
   }
 
   @Test
