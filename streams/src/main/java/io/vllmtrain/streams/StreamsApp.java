@@ -84,18 +84,19 @@ public final class StreamsApp implements AutoCloseable {
       app.close();
       stopped.countDown();
     }, "streams-shutdown"));
-    try {
-      app.start();
-    } catch (RuntimeException e) {
-      System.err.println("streams: cannot start: " + e.getMessage());
-      System.exit(1);
-    }
+    // Kafka Streams accepts a state listener only before start().
     app.streams.setStateListener((now, before) -> {
       if (now == KafkaStreams.State.ERROR) {
         LOG.error("Kafka Streams stopped with an error; exiting so that a supervisor restarts the app");
         System.exit(1);
       }
     });
+    try {
+      app.start();
+    } catch (RuntimeException e) {
+      System.err.println("streams: cannot start: " + e.getMessage());
+      System.exit(1);
+    }
     try {
       stopped.await();
     } catch (InterruptedException e) {
