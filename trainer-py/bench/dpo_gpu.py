@@ -209,6 +209,11 @@ def run_ours(model, tokenizer, pairs, size, args, n_params, budget_gib: float | 
                           "compile_kernels": compile_kernels, "first_loss": losses[0], "losses": losses,
                           **figures(times[args.warmup:], n_params), "tried": tried,
                           "fast_path": str(trainer.fast_path_report)}
+                if args.profile and device == "cuda":
+                    try:
+                        profile_step(trainer, batches[-1], size, args)
+                    except Exception:  # noqa: BLE001 - the figures above stand without it
+                        traceback.print_exc()
                 return result, trainer
             except Exception as e:  # noqa: BLE001 - record and try the next setting
                 why = "out of memory" if is_oom(e) else f"{type(e).__name__}: {e}"
@@ -223,6 +228,24 @@ def run_ours(model, tokenizer, pairs, size, args, n_params, budget_gib: float | 
                 if is_oom(e):
                     break  # compile or not, this micro-batch does not fit
     return {"error": "no setting ran", "tried": tried}, None
+
+
+def profile_step(trainer, batch, size: str, args) -> None:
+    """One more step under the profiler: where the GPU time goes, by operator and by kernel."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        trainer.dpo_step(batch)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    by_op = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=45, max_name_column_width=60)
+    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernel_us = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA)
+    text = f"=== {size} profile: {len(events)} kernels, {kernel_us / 1e3:.1f} ms of kernel time\n{by_op}\n"
+    print(text, flush=True)
+    if args.profile_dir:
+        Path(args.profile_dir, f"profile_{size}.txt").write_text(text)
 
 
 def _release(trainer):
@@ -512,6 +535,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="fast path without torch.compile")
     parser.add_argument("--no-service", dest="service", action="store_false")
     parser.add_argument("--no-budget", action="store_true", help="don't hold ours under TRL default's peak")
+    parser.add_argument("--profile", action="store_true", help="profile one extra step of ours (CUDA) and print it")
+    parser.add_argument("--profile-dir", help="also write the profile tables here")
     parser.add_argument("--out", default=str(HERE / "results" / "dpo_gpu.json"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -547,6 +572,8 @@ def main(argv=None) -> int:
         cmd += [] if args.compile else ["--no-compile"]
         cmd += [] if args.service else ["--no-service"]
         cmd += ["--no-budget"] if args.no_budget else []
+        cmd += ["--profile"] if args.profile else []
+        cmd += ["--profile-dir", args.profile_dir] if args.profile_dir else []
         log(f"--- {size}: {' '.join(cmd[1:])}")
         try:
             proc = subprocess.run(cmd, timeout=timeout)

@@ -2,12 +2,12 @@
 
 :func:`apply_fast_path` patches a PEFT LoRA model in place (instances only; :func:`remove_fast_path` undoes it):
 
-1. **LoRA in the base dtype.** PEFT keeps float32 LoRA weights (as this trainer wants: float32 master weights) and
-   therefore casts every LoRA layer's *input* to float32: a float32 copy of each of the seven inputs per decoder
-   layer is made, kept for the backward pass, and the adapter's sum is formed in float32 over the whole output. The
-   fast path casts the tiny ``A``/``B`` matrices to the activations' dtype instead (gradients still reach the float32
-   masters) and adds the adapter's product into the base output in one ``addmm``. At the 7B shape that alone is
-   ~160 KB of saved activations per token and layer.
+1. **LoRA in the base dtype, one autograd function per layer.** PEFT keeps float32 LoRA weights (as this trainer
+   wants: float32 master weights) and therefore casts every LoRA layer's *input* to float32: a float32 copy of each
+   of the seven inputs per decoder layer is made, kept for the backward pass, and the adapter's sum is formed in
+   float32 over the whole output. The fast path casts the tiny ``A``/``B`` matrices to the activations' dtype instead
+   (gradients still reach the float32 masters) and folds the adapter's product into the base product's epilogue,
+   forward and backward. At the 7B shape the saved float32 copies alone are ~160 KB per token and layer.
 2. **RMSNorm** as one autograd function that keeps its (bf16) input and the float32 ``rstd`` per row; the eager
    module keeps a float32 copy of its input. Forward arithmetic is HF's, op for op.
 3. **SwiGLU** (``down(silu(gate) * up)``): one autograd function keeping ``gate`` and ``up``; the eager module also
@@ -105,21 +105,53 @@ class _SwiGLU(torch.autograd.Function):
         return d_gate, d_up, None
 
 
+class _LoRALinear(torch.autograd.Function):
+    """``x W^T + bias + s (x A^T) B^T`` for a frozen ``W``/``bias`` and float32 ``A``/``B``, computed in ``x``'s dtype.
+
+    The adapter's product is formed first and read by the base product's epilogue (``addmm``); in the backward the
+    adapter's share of ``dx`` likewise goes into the base ``dx`` product. That saves the separate read-add-write over
+    the ``[tokens, out]`` output (and ``[tokens, in]`` input gradient) that adding two results costs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling):
+        a = lora_a.to(x.dtype)
+        b = lora_b.to(x.dtype) * scaling
+        x2 = x.reshape(-1, x.shape[-1])
+        xa = x2 @ a.t()
+        lora = torch.addmm(bias.to(x.dtype), xa, b.t()) if bias is not None else xa @ b.t()
+        out = torch.addmm(lora, x2, weight.t())
+        ctx.save_for_backward(x2, weight, xa, a, b)
+        ctx.scaling = scaling
+        ctx.dtypes = (lora_a.dtype, lora_b.dtype)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2, weight, xa, a, b = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1]).to(x2.dtype)
+        g_xa = g @ b                                      # [N, r]: gradient at the adapter's bottleneck
+        grad_a = (g_xa.t() @ x2).to(ctx.dtypes[0]) if ctx.needs_input_grad[3] else None
+        grad_b = (g.t() @ xa).mul_(ctx.scaling).to(ctx.dtypes[1]) if ctx.needs_input_grad[4] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.addmm(g_xa @ a, g, weight).view(*grad.shape[:-1], x2.shape[-1])
+        return grad_x, None, None, grad_a, grad_b, None
+
+
 # --- patched forwards --------------------------------------------------------------------------------------------------
 
 def _lora_linear_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     adapters = self.active_adapters
     name = adapters[0] if len(adapters) == 1 else None
     if (args or kwargs or name is None or self.disable_adapters or self.merged or name not in self.lora_A
-            or name in getattr(self, "lora_variant", {}) or not isinstance(self.lora_dropout[name], nn.Identity)):
+            or name in getattr(self, "lora_variant", {}) or not isinstance(self.lora_dropout[name], nn.Identity)
+            or self.base_layer.weight.requires_grad
+            or (self.base_layer.bias is not None and self.base_layer.bias.requires_grad)):
         return getattr(self, _PLAIN_FORWARD)(x, *args, **kwargs)
-    result = self.base_layer(x)
-    a = self.lora_A[name].weight.to(x.dtype)
-    b = self.lora_B[name].weight.to(x.dtype)
-    xa = F.linear(x, a)
-    out = torch.addmm(result.reshape(-1, result.shape[-1]), xa.reshape(-1, xa.shape[-1]), b.t(),
-                      alpha=self.scaling[name])
-    return out.view(result.shape)
+    base = self.base_layer
+    return _LoRALinear.apply(x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
+                             self.scaling[name])
 
 
 def _rms_norm_module_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:

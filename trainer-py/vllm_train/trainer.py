@@ -39,6 +39,7 @@ from vllm_train.data import (
     collate_sequences,
     encode_prompt,
 )
+from vllm_train.data.collate import SequenceBatch
 from vllm_train.losses import causal_lm_loss, dpo_loss, sequence_logprobs
 from vllm_train.lora import AdapterInfo, read_adapter_config, save_lora
 
@@ -81,6 +82,16 @@ class PairLogps:
 
     chosen: torch.Tensor
     rejected: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A micro-batch ready for the decoder: tensors on the device, the attention mask (or per-layer-type None when
+    nothing is padded), and the scored positions ``(rows, positions)`` if worked out on the host."""
+
+    batch: SequenceBatch
+    attention_mask: object
+    scored: tuple[torch.Tensor, torch.Tensor] | None
 
 
 @dataclass
@@ -249,19 +260,39 @@ class HybridTrainer:
 
     # --- log-probabilities ------------------------------------------------------------------------------------------
 
-    def _completion_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prepare(self, host: SequenceBatch) -> _Prepared:
+        """A collated (host) batch on the device. The fast path moves it without stalling the host (pinned memory,
+        non-blocking copies) and works out on the host what would otherwise need a device sync per forward: whether
+        anything is padded, and which positions are scored."""
+        if not self.fast_path:
+            batch = host.to(self.device)
+            return _Prepared(batch, batch.attention_mask, None)
+        if self.device.type == "cuda":
+            move = lambda t: t.pin_memory().to(self.device, non_blocking=True)  # noqa: E731
+        else:
+            move = lambda t: t.to(self.device)  # noqa: E731
+        batch = SequenceBatch(move(host.input_ids), move(host.attention_mask), move(host.completion_mask),
+                              move(host.weights))
+        rows, positions = host.completion_mask[:, 1:].nonzero(as_tuple=True)
+        mask = batch.attention_mask
+        if bool(host.attention_mask.all()):
+            # Nothing padded: plain causal attention (SDPA's flash kernel). Handing the decoder its per-layer-type
+            # masks (all None) also skips transformers' mask building, which syncs with the device.
+            layer_types = getattr(self.model.get_base_model().config, "layer_types", None)
+            mask = {t: None for t in layer_types} if layer_types else None
+        return _Prepared(batch, mask, (move(rows), move(positions)))
+
+    def _completion_logps(self, prepared: _Prepared) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs per row: the decoder's hidden states through the chunked LM head, never the
         model's full logits."""
         causal = self.model.get_base_model()
         decoder, head = causal.get_decoder(), causal.get_output_embeddings()
-        mask = batch.attention_mask
-        if self.fast_path and bool(mask.all()):
-            mask = None  # no padding: plain causal attention (SDPA's flash kernel), no mask built
-        hidden = decoder(input_ids=batch.input_ids, attention_mask=mask, use_cache=False)[0]
+        batch = prepared.batch
+        hidden = decoder(input_ids=batch.input_ids, attention_mask=prepared.attention_mask, use_cache=False)[0]
         return sequence_logprobs(hidden, head.weight, batch.input_ids, batch.completion_mask,
                                  bias=getattr(head, "bias", None), chunk_tokens=self.config.logprob_chunk_tokens,
                                  softcap=getattr(causal.config, "final_logit_softcapping", None),
-                                 fused=self.fast_path)
+                                 fused=self.fast_path, scored_index=prepared.scored)
 
     def tokenize(self, pairs: Sequence[PreferenceExample | TokenizedPair]) -> list[TokenizedPair]:
         return [p if isinstance(p, TokenizedPair) else self.pair_tokenizer.pair(p) for p in pairs]
@@ -278,7 +309,7 @@ class HybridTrainer:
         try:
             for start in range(0, len(tokenized), self.config.micro_batch_size):
                 chunk = tokenized[start:start + self.config.micro_batch_size]
-                batch = collate_pairs(chunk, self.tokenizer.pad_token_id).to(self.device)
+                prepared = self._prepare(collate_pairs(chunk, self.tokenizer.pad_token_id))
                 if adapter == "base":
                     ctx = self.model.disable_adapter()
                 elif adapter == "reference":
@@ -288,7 +319,7 @@ class HybridTrainer:
                 else:
                     raise ValueError(f"adapter must be current, base or reference, not {adapter!r}")
                 with ctx:
-                    logps, _ = self._completion_logps(batch)
+                    logps, _ = self._completion_logps(prepared)
                 chosen.append(logps[:len(chunk)].cpu())
                 rejected.append(logps[len(chunk):].cpu())
         finally:
@@ -327,14 +358,15 @@ class HybridTrainer:
         for start in range(0, len(tokenized), cfg.micro_batch_size):
             chunk = tokenized[start:start + cfg.micro_batch_size]
             n = len(chunk)
-            batch = collate_pairs(chunk, self.tokenizer.pad_token_id).to(self.device)
+            prepared = self._prepare(collate_pairs(chunk, self.tokenizer.pad_token_id))
+            batch = prepared.batch
             with torch.no_grad():
                 was_training = self.model.training
                 self.model.eval()  # the reference has no dropout
                 with self._reference():
-                    ref, _ = self._completion_logps(batch)
+                    ref, _ = self._completion_logps(prepared)
                 self.model.train(was_training)
-            policy, _ = self._completion_logps(batch)
+            policy, _ = self._completion_logps(prepared)
             losses, cr, rr = dpo_loss(policy[:n], policy[n:], ref[:n], ref[n:], beta=cfg.beta,
                                       loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing)
             weights = batch.weights

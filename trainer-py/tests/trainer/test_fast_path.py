@@ -22,7 +22,7 @@ PAIRS = [PreferenceExample(Q, " I like red and blue", " I like the cat"),
          PreferenceExample("Tell me about the sky", " the sky is blue", " the sky is a bird"),
          PreferenceExample(Q, " pink", " owl")]
 # Equal lengths within each micro-batch of 2: no padding, so the fast path drops the attention mask.
-EQUAL = [PreferenceExample(Q, " red blue green", " cat dog fox"), PreferenceExample(Q, " pink gold", " owl cow"),
+EQUAL = [PreferenceExample(Q, " red blue", " cat dog"), PreferenceExample(Q, " pink gold", " owl cow"),
          PreferenceExample(Q, " one two", " three four"), PreferenceExample(Q, " happy sad", " bread milk")]
 
 
@@ -103,6 +103,19 @@ def test_fast_step_in_bf16_is_as_close_to_float32_as_the_plain_bf16_step(tiny_mo
     assert err_fast <= 1.5 * err_plain + 2e-3, (err_fast, err_plain)
 
 
+def test_fast_path_drops_the_mask_only_when_nothing_is_padded(tiny_model):
+    from vllm_train.data import collate_pairs
+
+    fast = make(tiny_model, "on")
+    prepare = lambda pairs: fast._prepare(collate_pairs(fast.tokenize(pairs), fast.tokenizer.pad_token_id))
+    unpadded, padded = prepare(EQUAL), prepare(PAIRS)
+    assert unpadded.attention_mask == {"full_attention": None}  # per layer type: transformers builds no mask
+    assert torch.is_tensor(padded.attention_mask) and not bool(padded.attention_mask.all())
+    rows, positions = padded.scored
+    assert torch.equal(padded.batch.completion_mask[rows, positions + 1], torch.ones_like(rows, dtype=torch.bool))
+    assert len(rows) == int(padded.batch.completion_mask[:, 1:].sum())
+
+
 def test_fast_trainer_trains_like_the_plain_one_over_several_steps(tiny_model):
     plain, fast = make(tiny_model, "off"), make(tiny_model, "on")
     for _ in range(4):
@@ -178,6 +191,9 @@ def test_sequence_logprobs_fused_sums_only_completion_tokens():
     mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1]], dtype=torch.bool)
     (a, na), (b, nb) = (sequence_logprobs(hidden, weight, ids, mask, fused=f) for f in (False, True))
     assert torch.equal(na, nb) and torch.allclose(a, b, atol=1e-5)
+    # positions picked on the host give the same sums
+    c, nc = sequence_logprobs(hidden, weight, ids, mask, fused=True, scored_index=mask[:, 1:].nonzero(as_tuple=True))
+    assert torch.equal(na, nc) and torch.allclose(a, c, atol=1e-5)
 
 
 def _tiny_modules(tiny_model, dtype):
@@ -221,7 +237,7 @@ def test_bf16_lora_layer_saves_no_float32_copy_of_its_input(tiny_model):
     def saved_float32_bytes(trainer):
         from vllm_train.data import collate_pairs
 
-        batch = collate_pairs(batch_pairs, trainer.tokenizer.pad_token_id)
+        prepared = trainer._prepare(collate_pairs(batch_pairs, trainer.tokenizer.pad_token_id))
         total = 0
 
         def pack(t):
@@ -231,7 +247,7 @@ def test_bf16_lora_layer_saves_no_float32_copy_of_its_input(tiny_model):
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            trainer._completion_logps(batch)
+            trainer._completion_logps(prepared)
         return total
 
     assert saved_float32_bytes(fast) < saved_float32_bytes(plain) / 4

@@ -54,14 +54,23 @@ def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Te
 
 def sequence_logprobs(hidden: torch.Tensor, weight: torch.Tensor, input_ids: torch.Tensor,
                       completion_mask: torch.Tensor, *, bias: torch.Tensor | None = None, chunk_tokens: int = 2048,
-                      softcap: float | None = None, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                      softcap: float | None = None, fused: bool = False,
+                      scored_index: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probabilities of the completion tokens of each sequence.
 
     ``hidden``: ``[B, T, H]`` final hidden states; ``input_ids`` and ``completion_mask`` ``[B, T]``, the mask true on
     completion tokens (never on prompt or padding). Position t predicts token t + 1, so the first token of a
     sequence is never scored. Returns ``(logps [B] float32, token_counts [B])``. ``fused``: see
-    :func:`token_logprobs`.
+    :func:`token_logprobs`. ``scored_index``: ``completion_mask[:, 1:].nonzero(as_tuple=True)`` worked out
+    beforehand (e.g. on the host), so that selecting the positions needs no device-to-host sync.
     """
+    if scored_index is not None:
+        rows, positions = scored_index
+        per_token = token_logprobs(hidden[rows, positions], weight, input_ids[rows, positions + 1], bias=bias,
+                                   chunk_tokens=chunk_tokens, softcap=softcap, fused=fused)
+        zeros = lambda dtype: torch.zeros(input_ids.shape[0], dtype=dtype, device=hidden.device)  # noqa: E731
+        return zeros(torch.float32).index_add(0, rows, per_token), zeros(torch.long).index_add(0, rows,
+                                                                                              torch.ones_like(rows))
     scored = completion_mask[:, 1:].bool()
     rows = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1).expand_as(scored)[scored]
     per_token = token_logprobs(hidden[:, :-1][scored], weight, input_ids[:, 1:][scored], bias=bias,
