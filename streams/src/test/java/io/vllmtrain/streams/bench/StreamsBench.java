@@ -355,6 +355,10 @@ public final class StreamsBench {
       result.put("flood_cpu_us_per_event", Math.round(jvmAndRegistry * 1e6 / flood.events()));
       result.put("flood_machine_busy_pct_of_all_cores", Math.round(100 * floodCpu.get("machine busy (all processes)")
           / (floodSeconds * Runtime.getRuntime().availableProcessors())));
+      // The machine may be shared: how much of its busy time was this benchmark's (JVM + registry).
+      result.put("flood_bench_share_of_busy_pct", Math.round(100 * jvmAndRegistry
+          / Math.max(1e-9, floodCpu.get("machine busy (all processes)"))));
+      result.put("load_average_1m_at_end", loadAverage());
       result.put("flood_cpu_s", floodCpu);
       result.put("steady_cpu_s", cpu3.minus(cpu2));
       result.put("steady_stream_thread", steadyThread);
@@ -488,6 +492,14 @@ public final class StreamsBench {
       }
     });
     return out;
+  }
+
+  private static double loadAverage() {
+    try {
+      return Double.parseDouble(Files.readString(Path.of("/proc/loadavg")).split(" ")[0]);
+    } catch (Exception e) {
+      return -1;
+    }
   }
 
   private static long pct(long[] sorted, int p) {
