@@ -60,6 +60,11 @@ public final class InferenceServer {
 
   /** The production wiring: Netty on {@code server.host:server.port} (TLS when configured), Kafka for events. */
   public static InferenceServer create(InferenceConfig config) {
+    return create(config, EventRecorder.forKafka(config.kafka(), config.eventBufferCapacity()));
+  }
+
+  /** The production wiring with another event recorder (the benchmark isolates Kafka's share with it). */
+  static InferenceServer create(InferenceConfig config, EventRecorder events) {
     // One group of network threads for the public port and the engine connections, and every handler and engine
     // callback run on them (all are non-blocking: validation, routing, queueing an event; rollout work has its own
     // threads). A request and its engine call then mostly stay on one thread instead of crossing four, which is
@@ -76,7 +81,7 @@ public final class InferenceServer {
     InferenceServer server = new InferenceServer(builder, config,
         address -> NettyChannelBuilder.forTarget(address, InsecureChannelCredentials.create())
             .eventLoopGroup(network).channelType(NioSocketChannel.class).directExecutor().build(),
-        EventRecorder.forKafka(config.kafka(), config.eventBufferCapacity()),
+        events,
         AdapterVersionFollower.kafkaConsumer(config.kafka()));
     server.afterStop = () -> network.shutdownGracefully(0, 5, TimeUnit.SECONDS);
     return server;

@@ -43,6 +43,14 @@ final class InProcessEngine extends EngineServiceGrpc.EngineServiceImplBase {
   volatile Function<LoadAdapterRequest, Status> loadOutcome = r -> null;
   volatile boolean ready = true;
   volatile String model = Versions.BASE_MODEL;
+  /** Generate answers this much later (a stand-in for an engine's compute time). */
+  volatile long delayMs;
+  private static final java.util.concurrent.ScheduledExecutorService LATER =
+      java.util.concurrent.Executors.newSingleThreadScheduledExecutor(r -> {
+        Thread t = new Thread(r, "engine-delay");
+        t.setDaemon(true);
+        return t;
+      });
   private Server server;
 
   private InProcessEngine(String name) {
@@ -55,12 +63,17 @@ final class InProcessEngine extends EngineServiceGrpc.EngineServiceImplBase {
     return e;
   }
 
-  /** The same instant engine on a real TCP port (the benchmark's echo engine); stop it with the returned server. */
-  static Server onPort(String name, int port) {
+  /**
+   * The same engine on a real TCP port (the benchmark's echo engine), answering Generate after {@code delayMs}
+   * (0 = at once); stop it with the returned server.
+   */
+  static Server onPort(String name, int port, long delayMs) {
+    InProcessEngine engine = new InProcessEngine(name);
+    engine.delayMs = delayMs;
     try {
       return io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder
           .forAddress(new java.net.InetSocketAddress("127.0.0.1", port))
-          .addService(new InProcessEngine(name)).build().start();
+          .addService(engine).build().start();
     } catch (IOException e) {
       throw new UncheckedIOException(e);
     }
@@ -114,6 +127,13 @@ final class InProcessEngine extends EngineServiceGrpc.EngineServiceImplBase {
     for (int i = 0; i < r.getSampling().getN(); i++) {
       b.addCompletions(Completion.newBuilder().setIndex(i).setText(text(r, i)).setFinishReason("stop")
           .setCompletionTokens(3));
+    }
+    if (delayMs > 0) {
+      LATER.schedule(() -> {
+        out.onNext(b.build());
+        out.onCompleted();
+      }, delayMs, java.util.concurrent.TimeUnit.MILLISECONDS);
+      return;
     }
     out.onNext(b.build());
     out.onCompleted();

@@ -53,12 +53,15 @@ public final class InferenceBench {
       .build();
 
   private static String eventLoopThreads;
+  /** false with --events none: events go to an in-memory producer (to see what Kafka's share of the cost is). */
+  private static boolean kafkaEvents;
 
   private InferenceBench() {}
 
   public static void main(String[] args) throws Exception {
     Map<String, String> opts = new HashMap<>(Map.of("--latency-requests", "600", "--rps-seconds", "10",
-        "--versions", "5", "--out", "target/bench-result.json", "--event-loop-threads",
+        "--versions", "5", "--out", "target/bench-result.json", "--events", "kafka", "--echo-delay-ms", "0",
+        "--event-loop-threads",
         String.valueOf(Runtime.getRuntime().availableProcessors())));
     for (int i = 0; i + 1 < args.length; i += 2) {
       if (!opts.containsKey(args[i])) {
@@ -71,6 +74,7 @@ public final class InferenceBench {
     int versions = Integer.parseInt(opts.get("--versions"));
     Path out = Path.of(opts.get("--out"));
     eventLoopThreads = opts.get("--event-loop-threads");
+    kafkaEvents = !opts.get("--events").equals("none");
     if (EngineWorkers.python().isEmpty()) {
       throw new IllegalStateException(EngineWorkers.MISSING_PYTHON);
     }
@@ -99,9 +103,16 @@ public final class InferenceBench {
         var inference = InferenceServiceGrpc.newBlockingStub(channel);
         // 1. rollout time
         List<Double> rollouts = new ArrayList<>();
+        StackTopics.Publisher publisher = new StackTopics.Publisher(stack.settings());
+        // Warm-up, not timed: registers the schema (publisher) and fetches it (the service's follower), one-time
+        // costs of a fresh registry client. The service refuses this record: it is for another base model.
+        publisher.publish(record(new EngineWorkers.Adapter("warm-up/v000001", 1, "warm-up/v000001",
+            fixture.adapters().get(0).sha256(), 8, 16, List.of("q_proj")), "warm-up", "bench-warm-up-model"));
+        Thread.sleep(2_000);
         for (EngineWorkers.Adapter v : fixture.adapters()) {
+          AdapterVersion record = record(v, run, servedModel);
           long t0 = System.nanoTime();
-          StackTopics.publish(stack.settings(), record(v, run, servedModel));
+          publisher.publish(record);
           while (!inference.generate(GREEDY).getAdapterVersion().equals(v.versionId())) {
             // a request every engine-turn: the first answer by the new version ends the clock
           }
@@ -109,6 +120,7 @@ public final class InferenceBench {
           rollouts.add(s);
           say(String.format("rollout %s: serving %.3f s after the record was sent", v.versionId(), s));
         }
+        publisher.close();
         result.put("rollout_s", round(median(rollouts), 3));
         result.put("rollout_max_s", round(rollouts.stream().mapToDouble(d -> d).max().orElse(0), 3));
 
@@ -132,8 +144,9 @@ public final class InferenceBench {
     // 3. routed requests/s and pure overhead, with instant echo engines
     int pa = TcpForwarder.freePort();
     int pb = TcpForwarder.freePort();
-    Server echoA = InProcessEngine.onPort("echo-a", pa);
-    Server echoB = InProcessEngine.onPort("echo-b", pb);
+    long echoDelay = Long.parseLong(opts.get("--echo-delay-ms"));
+    Server echoA = InProcessEngine.onPort("echo-a", pa, echoDelay);
+    Server echoB = InProcessEngine.onPort("echo-b", pb, echoDelay);
     InferenceServer service = startService(Versions.BASE_MODEL, List.of("127.0.0.1:" + pa, "127.0.0.1:" + pb),
         stack);
     InferenceServer single = startService(Versions.BASE_MODEL, List.of("127.0.0.1:" + pa), stack);
@@ -179,7 +192,10 @@ public final class InferenceBench {
         "engine.health.interval.ms", "200", "events.buffer.capacity", "100000",
         "server.event.loop.threads", eventLoopThreads,
         "kafka.bootstrap.servers", stack.bootstrapServers(), "registry.url", stack.registryUrl()));
-    InferenceServer service = InferenceServer.create(InferenceConfig.fromMap(config)).start();
+    InferenceConfig c = InferenceConfig.fromMap(config);
+    InferenceServer service = (kafkaEvents ? InferenceServer.create(c)
+        : InferenceServer.create(c, new EventRecorder(InProcessInference.autoAckKafka(), c.eventBufferCapacity())))
+        .start();
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
     while (!(service.controller().started() && service.router().inService().size() == engines.size())) {
       if (System.nanoTime() > deadline) {
