@@ -15,6 +15,7 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicBoolean;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.common.Metric;
 import org.apache.kafka.common.MetricName;
@@ -80,15 +81,17 @@ public final class StreamsApp implements AutoCloseable {
       return;
     }
     CountDownLatch stopped = new CountDownLatch(1);
+    AtomicBoolean failed = new AtomicBoolean();
     Runtime.getRuntime().addShutdownHook(new Thread(() -> {
       app.close();
       stopped.countDown();
     }, "streams-shutdown"));
-    // Kafka Streams accepts a state listener only before start().
+    // Kafka Streams accepts a state listener only before start(). The listener runs on a stream thread, which must
+    // not call System.exit itself (the shutdown hook would wait for that very thread): it wakes main instead.
     app.streams.setStateListener((now, before) -> {
       if (now == KafkaStreams.State.ERROR) {
-        LOG.error("Kafka Streams stopped with an error; exiting so that a supervisor restarts the app");
-        System.exit(1);
+        failed.set(true);
+        stopped.countDown();
       }
     });
     try {
@@ -101,6 +104,11 @@ public final class StreamsApp implements AutoCloseable {
       stopped.await();
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
+    }
+    if (failed.get()) {
+      LOG.error("Kafka Streams stopped with an error; exiting so that a supervisor restarts the app");
+      app.close();
+      System.exit(1);
     }
   }
 
@@ -168,7 +176,7 @@ public final class StreamsApp implements AutoCloseable {
   }
 
   @Override
-  public void close() {
+  public synchronized void close() {
     streams.close(Duration.ofSeconds(30));
     if (metricsServer != null) {
       metricsServer.close();

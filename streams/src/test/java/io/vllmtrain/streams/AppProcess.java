@@ -38,6 +38,14 @@ final class AppProcess implements AutoCloseable {
     process.waitFor(30, TimeUnit.SECONDS);
   }
 
+  String log() {
+    try {
+      return Files.readString(log);
+    } catch (IOException e) {
+      return "";
+    }
+  }
+
   String logTail() {
     try {
       List<String> lines = Files.readAllLines(log);

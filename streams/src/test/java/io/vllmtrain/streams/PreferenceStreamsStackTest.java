@@ -8,6 +8,7 @@ import static io.vllmtrain.streams.Events.response;
 import static io.vllmtrain.streams.Events.thumbsDown;
 import static io.vllmtrain.streams.Events.thumbsUp;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
@@ -216,6 +217,10 @@ class PreferenceStreamsStackTest {
           }
         });
         assertEquals(List.of(mix.run + "-bad UNDECODABLE", mix.run + "-q1 INVALID"), sorted(deadKeys));
+
+        for (AppProcess app : List.of(first, second)) {
+          assertFalse(app.log().contains("Exception in thread \"main\""), app.logTail());
+        }
 
         String metrics = scrape(metricsPort);
         assertTrue(metrics.contains("vt_streams_pairs_total{source=\"PAIRWISE\"}"), metrics);

@@ -194,8 +194,19 @@ public final class StreamsBench {
     }
   }
 
-  public static void main(String[] args) throws Exception {
-    Options o = Options.parse(args);
+  public static void main(String[] args) {
+    int status = 0;
+    try {
+      run(Options.parse(args));
+    } catch (Exception e) {
+      System.err.println("[bench] failed: " + e);
+      e.printStackTrace();
+      status = 1;
+    }
+    System.exit(status); // also stops the embedded broker and registry (shutdown hook) and any client threads left
+  }
+
+  private static void run(Options o) throws Exception {
     log("starting the stack (VT_KAFKA_BOOTSTRAP_SERVERS/VT_REGISTRY_URL, else an embedded broker + registry)");
     EmbeddedStack stack = EmbeddedStack.shared();
     KafkaSettings settings = stack.settings();
@@ -367,7 +378,6 @@ public final class StreamsBench {
       reader.stop();
       readerThread.join(5000);
     }
-    System.exit(0); // the embedded stack's shutdown hook stops the broker and the registry
   }
 
   private static PromptEvent prompt(String q, String text) {
