@@ -70,7 +70,7 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-# --- data --------------------------------------------------------------------------------------------------------------
+# --- data -------------------------------------------------------------------------------------------------------------
 
 def word_tokenizer(vocab: int):
     """A tokenizer whose text ``"w5 w17"`` is exactly the ids [5, 17]: TRL tokenizes text, the trainer takes ids."""
@@ -96,7 +96,7 @@ def as_text(ids: list[int]) -> str:
     return " ".join(f"w{i}" for i in ids)
 
 
-# --- model -------------------------------------------------------------------------------------------------------------
+# --- model ------------------------------------------------------------------------------------------------------------
 
 def build_model(size: str, device: str):
     import torch
@@ -159,9 +159,10 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
-# --- systems -----------------------------------------------------------------------------------------------------------
+# --- systems ----------------------------------------------------------------------------------------------------------
 
-def run_ours(model, tokenizer, pairs, size, args, n_params, budget_gib: float | None, device: str) -> tuple[dict, object]:
+def run_ours(model, tokenizer, pairs, size, args, n_params, budget_gib: float | None,
+             device: str) -> tuple[dict, object]:
     """The fast path at the largest planned micro-batch whose peak stays within ``budget_gib``."""
     import torch
 
@@ -241,7 +242,8 @@ def profile_step(trainer, batch, size: str, args) -> None:
             torch.cuda.synchronize()
     by_op = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=45, max_name_column_width=60)
     events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    kernel_us = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA)
+    cuda = torch.autograd.DeviceType.CUDA
+    kernel_us = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type == cuda)
     text = f"=== {size} profile: {len(events)} kernels, {kernel_us / 1e3:.1f} ms of kernel time\n{by_op}\n"
     print(text, flush=True)
     if args.profile_dir:
@@ -366,8 +368,9 @@ def run_trl(model, tokenizer, pairs, args, n_params, *, checkpointing: bool, lig
             trainer = DPOTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
                                  peft_config=lora, callbacks=[timer])
             first = trainer.train_dataset[0]
-            assert len(first["prompt_ids"]) == PROMPT_TOKENS and len(first["chosen_ids"]) == SEQ_TOKENS - PROMPT_TOKENS, \
-                "TRL tokenized the pairs to other lengths than the trainer gets"
+            lengths = (len(first["prompt_ids"]), len(first["chosen_ids"]))
+            assert lengths == (PROMPT_TOKENS, SEQ_TOKENS - PROMPT_TOKENS), \
+                f"TRL tokenized the pairs to {lengths} tokens, not to what the trainer gets"
             trainer.train()
             times = [b - a for a, b in zip(timer.ends, timer.ends[1:])][args.warmup - 1:]
             result = {"per_device_batch": batch, "gradient_accumulation": PAIRS_PER_STEP // batch,
@@ -577,8 +580,9 @@ def main(argv=None) -> int:
         log(f"--- {size}: {' '.join(cmd[1:])}")
         try:
             proc = subprocess.run(cmd, timeout=timeout)
-            row = json.loads(Path(worker_out).read_text()) if proc.returncode == 0 else \
-                {"size": size, "model": f"Qwen2.5-{size} shapes (random weights)", "error": f"worker exit {proc.returncode}"}
+            row = json.loads(Path(worker_out).read_text()) if proc.returncode == 0 else {
+                "size": size, "model": f"Qwen2.5-{size} shapes (random weights)",
+                "error": f"worker exit {proc.returncode}"}
         except subprocess.TimeoutExpired:
             row = {"size": size, "model": f"Qwen2.5-{size} shapes (random weights)",
                    "error": f"worker ran past {timeout} s"}

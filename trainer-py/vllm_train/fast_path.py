@@ -139,7 +139,7 @@ class _LoRALinear(torch.autograd.Function):
         return grad_x, None, None, grad_a, grad_b, None
 
 
-# --- patched forwards --------------------------------------------------------------------------------------------------
+# --- patched forwards -------------------------------------------------------------------------------------------------
 
 def _lora_linear_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     adapters = self.active_adapters

@@ -154,7 +154,7 @@ def test_fast_path_is_auto_on_cuda_only_and_validated(tiny_model):
     assert LoRATrainConfig.from_mapping({"model": "m", "fast_path": "off", "compile_kernels": "true"}).compile_kernels
 
 
-# --- the pieces --------------------------------------------------------------------------------------------------------
+# --- the pieces -------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("softcap, with_bias", [(None, False), (30.0, False), (None, True)])
 def test_frozen_head_logprobs_and_gradient_equal_the_checkpointed_ones(softcap, with_bias):

@@ -55,7 +55,8 @@ def token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Te
 def sequence_logprobs(hidden: torch.Tensor, weight: torch.Tensor, input_ids: torch.Tensor,
                       completion_mask: torch.Tensor, *, bias: torch.Tensor | None = None, chunk_tokens: int = 2048,
                       softcap: float | None = None, fused: bool = False,
-                      scored_index: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      scored_index: tuple[torch.Tensor, torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probabilities of the completion tokens of each sequence.
 
     ``hidden``: ``[B, T, H]`` final hidden states; ``input_ids`` and ``completion_mask`` ``[B, T]``, the mask true on
