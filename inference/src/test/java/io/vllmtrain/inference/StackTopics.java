@@ -61,21 +61,33 @@ final class StackTopics {
     }
   }
 
-  /** Reads {@code topic} from the start until {@code count} records match, or fails after {@code timeout}. */
+  /**
+   * Reads {@code topic} from the start until {@code count} records match, or fails after {@code timeout}. Records
+   * that are not this test's (other tests share the stack's topics, bad bytes included) are skipped undecoded.
+   */
   static <T extends SpecificRecord> List<ConsumerRecord<String, T>> read(KafkaSettings settings, String topic,
       Predicate<ConsumerRecord<String, T>> match, int count, Duration timeout) {
     Map<String, Object> props = settings.clientProperties();
     props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
     List<ConsumerRecord<String, T>> found = new ArrayList<>();
-    try (KafkaConsumer<String, T> c = new KafkaConsumer<>(props, new StringDeserializer(),
-        AvroSerdes.<T>valueDeserializer(settings))) {
+    try (KafkaConsumer<String, byte[]> c = new KafkaConsumer<>(props, new StringDeserializer(),
+        new org.apache.kafka.common.serialization.ByteArrayDeserializer());
+        var values = AvroSerdes.<T>valueDeserializer(settings)) {
       List<TopicPartition> partitions = c.partitionsFor(topic).stream()
           .map(p -> new TopicPartition(topic, p.partition())).toList();
       c.assign(partitions);
       c.seekToBeginning(partitions);
       long deadline = System.nanoTime() + timeout.toNanos();
       while (found.size() < count && System.nanoTime() < deadline) {
-        for (ConsumerRecord<String, T> r : c.poll(Duration.ofMillis(200))) {
+        for (ConsumerRecord<String, byte[]> raw : c.poll(Duration.ofMillis(200))) {
+          T value;
+          try {
+            value = values.deserialize(topic, raw.value());
+          } catch (org.apache.kafka.common.errors.SerializationException e) {
+            continue; // not an event of ours
+          }
+          ConsumerRecord<String, T> r = new ConsumerRecord<>(raw.topic(), raw.partition(), raw.offset(), raw.key(),
+              value);
           if (match.test(r)) {
             found.add(r);
           }
