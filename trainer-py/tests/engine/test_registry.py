@@ -11,13 +11,13 @@ SHA_A, SHA_B = "a" * 64, "b" * 64
 
 
 def loaded(registry: AdapterRegistry, name: str, sha: str = SHA_A):
-    registry.begin_load(name, Path(f"/root/{name}"), f"file:///root/{name}", sha)
+    registry.begin_load(name, Path(f"/srv/adapters/{name}"), f"file:///srv/adapters/{name}", sha)
     return registry.finish_load(name, rank=8)
 
 
 def test_a_name_is_servable_only_after_its_load_finished():
     registry = AdapterRegistry(max_loras=4)
-    registry.begin_load("run/v1", Path("/root/run/v1"), "uri", SHA_A)
+    registry.begin_load("run/v1", Path("/srv/adapters/run/v1"), "uri", SHA_A)
     with pytest.raises(FailedPrecondition, match="still loading"):
         registry.acquire("run/v1")
     registry.finish_load("run/v1", rank=16)
@@ -29,10 +29,10 @@ def test_loading_a_name_that_is_loaded_or_loading_is_already_exists():
     registry = AdapterRegistry(max_loras=4)
     loaded(registry, "v1")
     with pytest.raises(AlreadyExists, match="never reloaded in place"):
-        registry.begin_load("v1", Path("/root/other"), "uri", SHA_B)
-    registry.begin_load("v2", Path("/root/v2"), "uri", SHA_B)
+        registry.begin_load("v1", Path("/srv/adapters/other"), "uri", SHA_B)
+    registry.begin_load("v2", Path("/srv/adapters/v2"), "uri", SHA_B)
     with pytest.raises(AlreadyExists):
-        registry.begin_load("v2", Path("/root/v2"), "uri", SHA_B)
+        registry.begin_load("v2", Path("/srv/adapters/v2"), "uri", SHA_B)
 
 
 def test_an_unloaded_name_comes_back_only_with_the_same_content():
@@ -41,14 +41,14 @@ def test_an_unloaded_name_comes_back_only_with_the_same_content():
     assert registry.begin_unload("v1") is True
     registry.finish_unload("v1")
     with pytest.raises(AlreadyExists, match="other content"):
-        registry.begin_load("v1", Path("/root/v1"), "uri", SHA_B)
-    again = registry.begin_load("v1", Path("/root/v1"), "uri", SHA_A)
+        registry.begin_load("v1", Path("/srv/adapters/v1"), "uri", SHA_B)
+    again = registry.begin_load("v1", Path("/srv/adapters/v1"), "uri", SHA_A)
     assert again.int_id != first.int_id
 
 
 def test_a_failed_load_frees_its_name():
     registry = AdapterRegistry(max_loras=4)
-    registry.begin_load("v1", Path("/root/v1"), "uri", SHA_A)
+    registry.begin_load("v1", Path("/srv/adapters/v1"), "uri", SHA_A)
     registry.abort_load("v1")
     assert registry.get("v1") is None
     loaded(registry, "v1", SHA_B)
@@ -70,7 +70,7 @@ def test_a_full_engine_refuses_more_adapters_until_one_is_unloaded():
     loaded(registry, "v1")
     loaded(registry, "v2")
     with pytest.raises(FailedPrecondition, match="maximum of 2 adapters"):
-        registry.begin_load("v3", Path("/root/v3"), "uri", SHA_A)
+        registry.begin_load("v3", Path("/srv/adapters/v3"), "uri", SHA_A)
     registry.begin_unload("v1")
     registry.finish_unload("v1")
     loaded(registry, "v3")
@@ -123,7 +123,7 @@ def test_unloading_unknown_or_loading_adapters_is_refused():
     registry = AdapterRegistry(max_loras=4)
     with pytest.raises(NotFound):
         registry.begin_unload("v1")
-    registry.begin_load("v1", Path("/root/v1"), "uri", SHA_A)
+    registry.begin_load("v1", Path("/srv/adapters/v1"), "uri", SHA_A)
     with pytest.raises(FailedPrecondition, match="still loading"):
         registry.begin_unload("v1")
 
@@ -132,7 +132,7 @@ def test_views_list_adapters_in_load_order_with_their_state():
     registry = AdapterRegistry(max_loras=4)
     loaded(registry, "b")
     loaded(registry, "a")
-    registry.begin_load("c", Path("/root/c"), "uri", SHA_A)
+    registry.begin_load("c", Path("/srv/adapters/c"), "uri", SHA_A)
     registry.begin_unload("b")
     assert [(v.record.name, v.state) for v in registry.adapters()] == [
         ("b", AdapterState.DRAINING), ("a", AdapterState.READY), ("c", AdapterState.LOADING)]
