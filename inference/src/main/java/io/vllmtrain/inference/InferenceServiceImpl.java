@@ -55,26 +55,28 @@ final class InferenceServiceImpl extends InferenceServiceGrpc.InferenceServiceIm
 
   @Override
   public void generate(GenerateRequest request, StreamObserver<GenerateResponse> out) {
-    Accepted a;
-    try {
-      a = accept(request);
-    } catch (RuntimeException e) {
-      out.onError(Errors.toStatus(e));
-      return;
+    Accepted a = acceptOrFail(request, out);
+    if (a != null) {
+      generateOn(a, out, new HashSet<>());
     }
-    generateOn(a, out, new HashSet<>());
   }
 
   @Override
   public void generateStream(GenerateRequest request, StreamObserver<GenerateChunk> out) {
-    Accepted a;
+    Accepted a = acceptOrFail(request, out);
+    if (a != null) {
+      streamOn(a, out, new HashSet<>());
+    }
+  }
+
+  /** The accepted request, or null after answering {@code out} with the status of why it was refused. */
+  private Accepted acceptOrFail(GenerateRequest request, StreamObserver<?> out) {
     try {
-      a = accept(request);
+      return accept(request);
     } catch (RuntimeException e) {
       out.onError(Errors.toStatus(e));
-      return;
+      return null;
     }
-    streamOn(a, out, new HashSet<>());
   }
 
   private Accepted accept(GenerateRequest request) {
