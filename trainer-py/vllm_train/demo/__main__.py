@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         say(f"run folder {run_dir} (logs in logs/, configs in conf/, adapters in adapters/)")
         say("stack      starting (Kafka broker + schema registry)")
-        stack = start_stack(group, run_dir)
+        stack = start_stack(run_dir)
         say(f"stack      Kafka {stack.bootstrap_servers}, registry {stack.registry_url}")
         endpoints = start_components(group, settings, stack, say)
         say(f"ready: public API at {endpoints.inference}; simulated users start now")

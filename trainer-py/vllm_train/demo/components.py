@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vllm_train.demo.processes import DemoError, ProcessGroup, free_port
-from vllm_train.testing.stack import REPO_ROOT, LocalStackHandle, java_classpath
+from vllm_train.testing.stack import REPO_ROOT, LocalStackHandle, start_local_stack
 
 def module_classpath(module: str) -> str:
     """The module's jar and its dependencies (copied to target/lib by the Maven build)."""
@@ -70,24 +69,13 @@ class Endpoints:
     streams_metrics: str
 
 
-def start_stack(group: ProcessGroup, run_dir: Path) -> LocalStackHandle:
-    """The demo's own broker + registry (fresh, in-memory registry), on free ports."""
-    import subprocess
-
-    stack_dir = run_dir / "stack"
-    env = {"VT_STACK_DIR": str(stack_dir), "VT_STACK_KAFKA_PORT": "0", "VT_STACK_CONTROLLER_PORT": "0",
-           "VT_STACK_REGISTRY_PORT": "0", "VT_STACK_REGISTRY_MANAGEMENT_PORT": "0", "VT_STACK_REGISTRY_STORAGE": "mem"}
-    cmd = ["java", "-Dlog4j2.configurationFile=classpath:vllm_train/stack/log4j2-cli.properties", "-cp",
-           java_classpath(), "io.vllmtrain.stack.LocalStack"]
-    import os
-
-    proc = subprocess.run(cmd + ["up"], env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        subprocess.run(cmd + ["down"], env={**os.environ, **env}, capture_output=True, timeout=120)
-        raise DemoError(f"the local stack did not start:\n{proc.stdout}\n{proc.stderr}")
-    values = dict(line.removeprefix("export ").split("=", 1) for line in
-                  (stack_dir / "stack.env").read_text().splitlines())
-    return LocalStackHandle(values["VT_KAFKA_BOOTSTRAP_SERVERS"], values["VT_REGISTRY_URL"], stack_dir)
+def start_stack(run_dir: Path) -> LocalStackHandle:
+    """The demo's own broker + registry (fresh, in-memory registry, free ports), never a stack from the caller's
+    environment: the demo's counts and topics must be its own."""
+    try:
+        return start_local_stack(run_dir / "stack", reuse_env=False)
+    except RuntimeError as e:
+        raise DemoError(f"the local stack did not start: {e}") from None
 
 
 def start_components(group: ProcessGroup, s: DemoSettings, stack: LocalStackHandle, say) -> Endpoints:
@@ -101,7 +89,7 @@ def start_components(group: ProcessGroup, s: DemoSettings, stack: LocalStackHand
 
     streams_metrics = free_port()
     say("streams    starting (Kafka Streams: pairs + batches)")
-    streams = group.start("streams", ["java", "-Xmx384m", "-cp", module_classpath("streams"),
+    group.start("streams", ["java", "-Xmx384m", "-cp", module_classpath("streams"),
                                       "io.vllmtrain.streams.StreamsApp", "--config", str(write_properties(
                                           conf / "streams.properties", {
                                               **kafka, "streams.application.id": f"demo-{s.run_dir.name}",
@@ -150,8 +138,6 @@ def start_components(group: ProcessGroup, s: DemoSettings, stack: LocalStackHand
     trainer = group.start("trainer", [sys.executable, "-m", "vllm_train.cli", "trainer", "--config", str(trainer_conf)],
                           env={**clean_env, "OMP_NUM_THREADS": "1"})
     group.wait_until(trainer, lambda: http_ok(f"http://127.0.0.1:{trainer_metrics}/metrics"), "exporting metrics")
-    group.wait_until(streams, lambda: True, "running", timeout=5)
-    time.sleep(0.5)
     group.check()
     return Endpoints(f"127.0.0.1:{inference_port}", engine_addresses, f"http://127.0.0.1:{trainer_metrics}/metrics",
                      f"http://127.0.0.1:{streams_metrics}/metrics")

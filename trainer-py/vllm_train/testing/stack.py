@@ -54,11 +54,13 @@ class LocalStackHandle:
             run_java("io.vllmtrain.stack.LocalStack", "down", env={"VT_STACK_DIR": str(self.stack_dir)})
 
 
-def start_local_stack() -> LocalStackHandle:
+def start_local_stack(stack_dir: Path | None = None, reuse_env: bool = True) -> LocalStackHandle:
+    """The stack named by ``VT_KAFKA_BOOTSTRAP_SERVERS``/``VT_REGISTRY_URL`` when set (and ``reuse_env``), else a
+    fresh one (in-memory registry, free ports) with its state in ``stack_dir`` (a temp folder by default)."""
     bootstrap, registry = os.environ.get("VT_KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("VT_REGISTRY_URL")
-    if bootstrap and registry:
+    if reuse_env and bootstrap and registry:
         return LocalStackHandle(bootstrap, registry.rstrip("/"))
-    stack_dir = Path(tempfile.mkdtemp(prefix="vt-pytest-stack-"))
+    stack_dir = stack_dir or Path(tempfile.mkdtemp(prefix="vt-pytest-stack-"))
     env = {"VT_STACK_DIR": str(stack_dir), "VT_STACK_KAFKA_PORT": "0", "VT_STACK_CONTROLLER_PORT": "0", "VT_STACK_REGISTRY_PORT": "0",
            "VT_STACK_REGISTRY_MANAGEMENT_PORT": "0", "VT_STACK_REGISTRY_STORAGE": "mem"}
     try:
