@@ -3,14 +3,13 @@ package io.vllmtrain.streams;
 import io.vllmtrain.events.PreferenceBatch;
 import io.vllmtrain.events.PreferencePair;
 import io.vllmtrain.schemas.Topics;
-import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
 import org.apache.kafka.common.header.internals.RecordHeaders;
-import org.apache.kafka.common.serialization.Deserializer;
 import org.apache.kafka.common.serialization.Serde;
 import org.apache.kafka.common.serialization.Serdes;
+import org.apache.kafka.common.serialization.Serializer;
 import org.apache.kafka.streams.processor.PunctuationType;
 import org.apache.kafka.streams.processor.api.Processor;
 import org.apache.kafka.streams.processor.api.ProcessorContext;
@@ -30,7 +29,7 @@ import org.apache.kafka.streams.state.Stores;
  * so its pairs are put and deleted in the cache and never reach RocksDB or the changelog; only a batch still open
  * at a commit is written out.
  */
-final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPair, String, PreferenceBatch> {
+final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPair, String, byte[]> {
   /** Pairs of the open batch under their sequence number, and the batch's {@link OpenBatch} under {@link #OPEN_KEY}. */
   static final String STORE = "batch-open";
   /** Key of the open batch's {@link OpenBatch}; its pairs are under "0", "1", ... in the order they arrived. */
@@ -49,26 +48,32 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
   record EncodedPair(PreferencePair pair, byte[] bytes) {}
 
   private final BatchPolicy policy;
-  private final Deserializer<PreferencePair> decoder;
+  private final Serde<PreferencePair> pairSerde;
+  private final BatchEncoder encoder;
   private final PairingMetrics metrics;
-  private ProcessorContext<String, PreferenceBatch> context;
+  private ProcessorContext<String, byte[]> context;
   private KeyValueStore<String, byte[]> pairs;
   private OpenBatch batch; // null when no batch is open
-  private List<PreferencePair> members;
+  private List<EncodedPair> members;
 
-  BatchAssembler(BatchPolicy policy, Deserializer<PreferencePair> decoder, PairingMetrics metrics) {
+  BatchAssembler(BatchPolicy policy, Serde<PreferencePair> pairSerde, Serializer<PreferenceBatch> batchSerializer,
+      PairingMetrics metrics) {
     this.policy = policy;
-    this.decoder = decoder;
+    this.pairSerde = pairSerde;
+    this.encoder = new BatchEncoder(batchSerializer);
     this.metrics = metrics;
   }
 
-  /** {@code decoder} reads the stored pairs back (registry encoding) when a task's state is restored. */
-  static ProcessorSupplier<String, EncodedPair, String, PreferenceBatch> supplier(
-      BatchPolicy policy, Deserializer<PreferencePair> decoder, PairingMetrics metrics) {
+  /**
+   * Emits each batch's registry encoding ({@link BatchEncoder}). {@code pairSerde} reads the stored pairs back when a
+   * task's state is restored and re-encodes them, so that every pair of a batch is in the current schema.
+   */
+  static ProcessorSupplier<String, EncodedPair, String, byte[]> supplier(BatchPolicy policy,
+      Serde<PreferencePair> pairSerde, Serializer<PreferenceBatch> batchSerializer, PairingMetrics metrics) {
     return new ProcessorSupplier<>() {
       @Override
-      public Processor<String, EncodedPair, String, PreferenceBatch> get() {
-        return new BatchAssembler(policy, decoder, metrics);
+      public Processor<String, EncodedPair, String, byte[]> get() {
+        return new BatchAssembler(policy, pairSerde, batchSerializer, metrics);
       }
 
       @Override
@@ -86,7 +91,7 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
   }
 
   @Override
-  public void init(ProcessorContext<String, PreferenceBatch> context) {
+  public void init(ProcessorContext<String, byte[]> context) {
     this.context = context;
     pairs = context.getStateStore(STORE);
     // The store is the truth (it survives restarts); the open batch is mirrored in memory so that closing it
@@ -94,8 +99,10 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
     batch = OPEN_SERDE.deserializer().deserialize(STORE, pairs.get(OPEN_KEY));
     members = new ArrayList<>(policy.size());
     if (batch != null) {
+      String topic = Topics.PREFERENCE_PAIRS.name();
       for (byte[] bytes = pairs.get(seqKey(0)); bytes != null; bytes = pairs.get(seqKey(members.size()))) {
-        members.add(decoder.deserialize(Topics.PREFERENCE_PAIRS.name(), bytes));
+        PreferencePair pair = pairSerde.deserializer().deserialize(topic, bytes);
+        members.add(new EncodedPair(pair, pairSerde.serializer().serialize(topic, pair)));
       }
     }
     context.schedule(policy.checkInterval(), PunctuationType.WALL_CLOCK_TIME, this::closeIfWaitedEnough);
@@ -110,7 +117,7 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
     }
     // Slots are reused from 0 by every batch: the store (and its cache) never holds more than N + 1 keys.
     pairs.put(seqKey(members.size()), record.value().bytes());
-    members.add(pair);
+    members.add(record.value());
     if (members.size() >= policy.size()) {
       emitBatch();
     }
@@ -128,15 +135,11 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
     }
     pairs.delete(OPEN_KEY);
     long now = context.currentSystemTimeMs();
-    PreferenceBatch out = PreferenceBatch.newBuilder()
-        .setBatchId(batchId(members.stream().map(PreferencePair::getPairId).toList()))
-        .setPairs(List.copyOf(members))
-        .setWindowStart(Instant.ofEpochMilli(batch.windowStartMs()))
-        .setWindowEnd(Instant.ofEpochMilli(now))
-        .build();
+    String id = batchId(members.stream().map(p -> p.pair().getPairId()).toList());
+    byte[] out = encoder.encode(Topics.PREFERENCE_BATCHES.name(), id, members, batch.windowStartMs(), now);
     batch = null;
     members.clear();
-    context.forward(new Record<>(out.getBatchId(), out, now, new RecordHeaders()));
+    context.forward(new Record<>(id, out, now, new RecordHeaders()));
     metrics.batch();
     metrics.recordOut(Topics.PREFERENCE_BATCHES.name());
   }

@@ -1,6 +1,5 @@
 package io.vllmtrain.streams;
 
-import io.vllmtrain.events.PreferenceBatch;
 import io.vllmtrain.events.PreferencePair;
 import io.vllmtrain.schemas.Topics;
 import java.util.List;
@@ -60,17 +59,18 @@ public final class PreferenceTopology {
       pairs = pairs.merge(crossPairs, Named.as("all-pairs"));
     }
 
-    // Encode each pair once: the same bytes go to llm.preference-pairs and into the batch store.
+    // Encode each pair once: the same bytes go to llm.preference-pairs, into the batch store and into its batch.
     var pairEncoder = serdes.pairs().serializer();
     KStream<String, BatchAssembler.EncodedPair> encoded = pairs.mapValues(
         p -> new BatchAssembler.EncodedPair(p, pairEncoder.serialize(Topics.PREFERENCE_PAIRS.name(), p)),
         Named.as("encode-pair"));
     encoded.mapValues(BatchAssembler.EncodedPair::bytes, Named.as("pair-bytes"))
         .to(Topics.PREFERENCE_PAIRS.name(), Produced.with(Serdes.String(), Serdes.ByteArray()).withName("pairs-sink"));
-    KStream<String, PreferenceBatch> batches = encoded.process(
-        BatchAssembler.supplier(batching, serdes.pairs().deserializer(), metrics), Named.as("batch-assembler"));
+    KStream<String, byte[]> batches = encoded.process(
+        BatchAssembler.supplier(batching, serdes.pairs(), serdes.batches().serializer(), metrics),
+        Named.as("batch-assembler"));
     batches.to(Topics.PREFERENCE_BATCHES.name(),
-        Produced.with(Serdes.String(), serdes.batches()).withName("batches-sink"));
+        Produced.with(Serdes.String(), Serdes.ByteArray()).withName("batches-sink"));
 
     kinds.get("emitted-dead-letters")
         .map((k, e) -> KeyValue.pair(((Emission.DeadLetter) e).key(), ((Emission.DeadLetter) e).value()),

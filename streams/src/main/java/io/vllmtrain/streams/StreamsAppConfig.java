@@ -11,6 +11,7 @@ import java.util.Properties;
 import java.util.TreeSet;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.streams.StreamsConfig;
 
 /**
@@ -84,6 +85,9 @@ public record StreamsAppConfig(
         r.integer("streams.metrics.port"));
   }
 
+  /** The producer's batch size unless {@code kafka.producer.batch.size} or {@code kafka.batch.size} is set. */
+  static final int PRODUCER_BATCH_BYTES = 256 * 1024;
+
   /** Reads {@code file} (may be null) and the {@code VT_*} variables of {@code env}. */
   public static StreamsAppConfig load(Path file, Map<String, String> env) {
     return from(ConfigSource.load(file, env));
@@ -102,6 +106,14 @@ public record StreamsAppConfig(
     // already handle feedback that arrives before its response (grace period), and the wait's bookkeeping cost
     // ~7% of the stream thread's CPU (Kafka builds its log lines with String.format on every check).
     p.putIfAbsent(StreamsConfig.MAX_TASK_IDLE_MS_CONFIG, -1L);
+    // Larger producer batches: at the default 16 KB every batch of pairs (~1.2 KB each) is split into several
+    // producer batches, and the per-batch work on the producer's I/O thread and in the broker halved when they were
+    // 256 KB (streams/bench/RESULTS.md). kafka.producer.batch.size or kafka.batch.size still set it.
+    if (!p.containsKey(ProducerConfig.BATCH_SIZE_CONFIG)) {
+      p.putIfAbsent(StreamsConfig.producerPrefix(ProducerConfig.BATCH_SIZE_CONFIG), PRODUCER_BATCH_BYTES);
+    }
+    // Incremental compaction at low CPU priority (RocksDBSettings); kafka.rocksdb.config.setter replaces it.
+    p.putIfAbsent(StreamsConfig.ROCKSDB_CONFIG_SETTER_CLASS_CONFIG, RocksDBSettings.class);
     return p;
   }
 

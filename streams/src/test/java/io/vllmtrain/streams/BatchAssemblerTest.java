@@ -32,8 +32,9 @@ class BatchAssemblerTest {
     return new Record<>(p.getPairId(), new BatchAssembler.EncodedPair(p, bytes), 1000L + i);
   }
 
-  private BatchAssembler start(MockProcessorContext<String, PreferenceBatch> context) {
-    BatchAssembler a = new BatchAssembler(policy, registry.deserializer(PreferencePair.class),
+  private BatchAssembler start(MockProcessorContext<String, byte[]> context) {
+    BatchAssembler a = new BatchAssembler(policy,
+        registry.serde(PreferencePair.class), registry.serializer(),
         new PairingMetrics(new PrometheusRegistry()));
     a.init(context);
     return a;
@@ -41,7 +42,7 @@ class BatchAssemblerTest {
 
   @Test
   void anOpenBatchSurvivesARestartAndClosesWithAllItsPairsInOrder() {
-    MockProcessorContext<String, PreferenceBatch> context = new MockProcessorContext<>();
+    MockProcessorContext<String, byte[]> context = new MockProcessorContext<>();
     context.setCurrentSystemTimeMs(Events.T0.toEpochMilli());
     KeyValueStore<String, byte[]> store = Stores.keyValueStoreBuilder(
         Stores.inMemoryKeyValueStore(BatchAssembler.STORE), Serdes.String(), Serdes.ByteArray())
@@ -57,7 +58,7 @@ class BatchAssemblerTest {
 
     BatchAssembler afterRestart = start(context);
     afterRestart.process(record(4));
-    List<PreferenceBatch> batches = context.forwarded().stream().map(f -> (PreferenceBatch) f.record().value()).toList();
+    List<PreferenceBatch> batches = forwardedBatches(context);
     assertEquals(1, batches.size());
     assertEquals(List.of(pair(1), pair(2), pair(3), pair(4)), batches.get(0).getPairs());
     assertEquals(pair(1).getCreatedAt(), batches.get(0).getWindowStart());
@@ -68,7 +69,13 @@ class BatchAssemblerTest {
     for (int i = 6; i <= 8; i++) {
       again.process(record(i));
     }
-    assertEquals(List.of(pair(5), pair(6), pair(7), pair(8)), context.forwarded().get(0).record().value().getPairs(),
+    assertEquals(List.of(pair(5), pair(6), pair(7), pair(8)), forwardedBatches(context).get(0).getPairs(),
         "slots reused by the next batch hold only its own pairs");
+  }
+
+  private List<PreferenceBatch> forwardedBatches(MockProcessorContext<String, byte[]> context) {
+    var decoder = registry.deserializer(PreferenceBatch.class);
+    return context.forwarded().stream()
+        .map(f -> decoder.deserialize(Topics.PREFERENCE_BATCHES.name(), f.record().value())).toList();
   }
 }

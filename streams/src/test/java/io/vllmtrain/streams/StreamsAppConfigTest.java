@@ -45,6 +45,22 @@ class StreamsAppConfigTest {
   }
 
   @Test
+  void producerBatchesAndRocksDbSettingsHaveDefaultsThatKafkaKeysReplace() {
+    Properties defaults = StreamsAppConfig.from(MINIMAL).streamsProperties();
+    assertEquals(StreamsAppConfig.PRODUCER_BATCH_BYTES, defaults.get("producer.batch.size"));
+    assertEquals(RocksDBSettings.class, defaults.get("rocksdb.config.setter"));
+
+    Properties prefixed = StreamsAppConfig.from(with("kafka.producer.batch.size", "65536")).streamsProperties();
+    assertEquals("65536", prefixed.get("producer.batch.size"));
+    Properties plain = StreamsAppConfig.from(with("kafka.batch.size", "32768")).streamsProperties();
+    assertEquals("32768", plain.get("batch.size"));
+    assertEquals(null, plain.get("producer.batch.size"), "a prefixed default would override the user's plain key");
+    Properties setter = StreamsAppConfig.from(with("kafka.rocksdb.config.setter", "com.example.Mine"))
+        .streamsProperties();
+    assertEquals("com.example.Mine", setter.get("rocksdb.config.setter"));
+  }
+
+  @Test
   void mistakesAreNamedWithTheirKeyAndVariable() {
     IllegalArgumentException typo = assertThrows(IllegalArgumentException.class,
         () -> StreamsAppConfig.from(with("streams.batch.sise", "8")));

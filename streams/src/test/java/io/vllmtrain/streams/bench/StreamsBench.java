@@ -67,11 +67,12 @@ public final class StreamsBench {
       + "batching and keeping the data close to where it is used matter more than the constant factors, and "
       + "measuring before optimising is what tells you which of these dominates in your own system.";
 
-  record Options(int warmupEvents, int floodEvents, int rate, int seconds) {
+  record Options(int warmupEvents, int floodEvents, int rate, int pacedWarmupSeconds, int seconds) {
     static Options parse(String[] args) {
       int warmup = 150_000;
       int flood = 100_000;
       int rate = 20_000;
+      int pacedWarmup = 30;
       int seconds = 10;
       for (int i = 0; i < args.length; i++) {
         String v = i + 1 < args.length ? args[i + 1] : null;
@@ -79,13 +80,14 @@ public final class StreamsBench {
           case "--warmup-events" -> warmup = Integer.parseInt(v);
           case "--flood-events" -> flood = Integer.parseInt(v);
           case "--rate" -> rate = Integer.parseInt(v);
+          case "--paced-warmup-seconds" -> pacedWarmup = Integer.parseInt(v);
           case "--seconds" -> seconds = Integer.parseInt(v);
-          default -> throw new IllegalArgumentException("unknown argument " + args[i]
-              + " (use --warmup-events N, --flood-events N, --rate EVENTS_PER_S, --seconds S)");
+          default -> throw new IllegalArgumentException("unknown argument " + args[i] + " (use --warmup-events N, "
+              + "--flood-events N, --rate EVENTS_PER_S, --paced-warmup-seconds S, --seconds S)");
         }
         i++;
       }
-      return new Options(warmup, flood, rate, seconds);
+      return new Options(warmup, flood, rate, pacedWarmup, seconds);
     }
   }
 
@@ -135,6 +137,7 @@ public final class StreamsBench {
     private final KafkaConsumer<byte[], byte[]> consumer;
     private final AtomicBoolean running = new AtomicBoolean(true);
     private volatile long[] latencies = new long[0];
+    private volatile long[] sentMs = new long[0];
     private volatile int count;
     private volatile long lastReceiveMs;
 
@@ -154,6 +157,7 @@ public final class StreamsBench {
     /** Starts counting a new phase of {@code expected} pairs. */
     synchronized void expect(int expected) {
       latencies = new long[expected];
+      sentMs = new long[expected];
       count = 0;
     }
 
@@ -166,6 +170,7 @@ public final class StreamsBench {
           for (ConsumerRecord<byte[], byte[]> r : records) {
             if (count < latencies.length) {
               latencies[count] = now - r.timestamp();
+              sentMs[count] = r.timestamp();
             }
             count++;
             lastReceiveMs = now;
@@ -187,6 +192,19 @@ public final class StreamsBench {
       return lastReceiveMs;
     }
 
+    /** The worst latency of the pairs of each second of sending, from {@code startMs}: shows when a tail happened. */
+    synchronized List<Long> maxLatencyBySecond(long startMs) {
+      List<Long> worst = new ArrayList<>();
+      for (int i = 0; i < Math.min(count, latencies.length); i++) {
+        int second = (int) Math.max(0, (sentMs[i] - startMs) / 1000);
+        while (worst.size() <= second) {
+          worst.add(0L);
+        }
+        worst.set(second, Math.max(worst.get(second), latencies[i]));
+      }
+      return worst;
+    }
+
     synchronized long[] sortedLatencies() {
       long[] copy = Arrays.copyOf(latencies, Math.min(count, latencies.length));
       Arrays.sort(copy);
@@ -204,6 +222,21 @@ public final class StreamsBench {
       status = 1;
     }
     System.exit(status); // also stops the embedded broker and registry (shutdown hook) and any client threads left
+  }
+
+  /** Sends {@code plan}'s feedback at {@code rate} events/s. */
+  private static void sendPaced(KafkaProducer<byte[], byte[]> producer, Plan plan, int rate) {
+    long start = System.nanoTime();
+    int sent = 0;
+    while (sent < plan.events()) {
+      long due = Math.min(plan.events(), (long) (seconds(System.nanoTime() - start) * rate));
+      while (sent < due) {
+        producer.send(new ProducerRecord<>(Topics.FEEDBACK.name(), plan.feedbackKeys.get(sent),
+            plan.feedbackValues.get(sent)));
+        sent++;
+      }
+      LockSupport.parkNanos(500_000);
+    }
   }
 
   private static void run(Options o) throws Exception {
@@ -228,11 +261,16 @@ public final class StreamsBench {
     Serializer<SpecificRecord> ser = AvroSerdes.valueSerializer(settings);
     Plan warmup = new Plan(run + "-warmup", o.warmupEvents(), ser);
     Plan flood = new Plan(run + "-flood", o.floodEvents(), ser);
+    Plan pacedWarmup = new Plan(run + "-paced-warmup", o.rate() * o.pacedWarmupSeconds(), ser);
     Plan steady = new Plan(run + "-steady", o.rate() * o.seconds(), ser);
 
     Map<String, Object> producerProps = new HashMap<>(settings.clientProperties());
+    // The load comes the way the product sends feedback: the inference service's event recorder (idempotent,
+    // acks=all, linger.ms=5; EventRecorder.producerProperties). The linger is inside the measured latency.
     producerProps.put("client.id", "bench-producer");
-    producerProps.put("linger.ms", "1");
+    producerProps.put("enable.idempotence", "true");
+    producerProps.put("acks", "all");
+    producerProps.put("linger.ms", "5");
     producerProps.put("batch.size", "65536");
     PairReader reader = new PairReader(settings);
     Thread readerThread = new Thread(reader, "bench-pair-reader");
@@ -250,7 +288,7 @@ public final class StreamsBench {
       // Preload: every request's prompt and two responses, before any feedback.
       long t0 = System.nanoTime();
       int preloaded = 0;
-      for (Plan plan : List.of(warmup, flood, steady)) {
+      for (Plan plan : List.of(warmup, flood, pacedWarmup, steady)) {
         for (int i = 0; i < plan.requests; i++) {
           String q = plan.prefix + "-q" + i;
           byte[] key = q.getBytes(StandardCharsets.UTF_8);
@@ -309,22 +347,18 @@ public final class StreamsBench {
       log("flood CPU seconds: " + cpu1.minus(cpu0));
       log("flood stream thread: " + threadMetrics(app));
 
-      // Phase 2: steady rate, latency.
+      // Phase 2: steady rate, latency. First the same rate unmeasured: a paced load has a different branch profile
+      // from a flood, and on 2 cores the JIT recompiling for it takes CPU for several seconds.
       Thread.sleep(1000);
+      reader.expect(pacedWarmup.expectedPairs);
+      sendPaced(producer, pacedWarmup, o.rate());
+      producer.flush();
+      waitFor("the paced warm-up's pairs", Duration.ofMinutes(5), () -> reader.count() >= pacedWarmup.expectedPairs);
+      log(String.format(Locale.ROOT, "paced warm-up: %d events at %d/s", pacedWarmup.events(), o.rate()));
       reader.expect(steady.expectedPairs);
       Cpu cpu2 = Cpu.snapshot();
-      long start = System.nanoTime();
       long steadyStartMs = System.currentTimeMillis();
-      int sent = 0;
-      while (sent < steady.events()) {
-        long due = Math.min(steady.events(), (long) (seconds(System.nanoTime() - start) * o.rate()));
-        while (sent < due) {
-          producer.send(new ProducerRecord<>(Topics.FEEDBACK.name(), steady.feedbackKeys.get(sent),
-              steady.feedbackValues.get(sent)));
-          sent++;
-        }
-        LockSupport.parkNanos(500_000);
-      }
+      sendPaced(producer, steady, o.rate());
       producer.flush();
       waitFor("the steady phase's pairs", Duration.ofMinutes(5), () -> reader.count() >= steady.expectedPairs);
       double steadySeconds = (reader.lastReceiveMs() - steadyStartMs) / 1000.0;
@@ -335,6 +369,7 @@ public final class StreamsBench {
               + "latency p50 %d ms, p99 %d ms, max %d ms", steady.events(), o.rate(), steadySeconds, achieved,
           pct(lat, 50), pct(lat, 99), lat.length == 0 ? -1 : lat[lat.length - 1]));
       log("steady CPU seconds: " + cpu3.minus(cpu2));
+      log("steady worst latency of each second's feedback (ms): " + reader.maxLatencyBySecond(steadyStartMs));
       Map<String, Double> steadyThread = threadMetrics(app);
       log("steady stream thread: " + steadyThread);
       Thread.sleep(1500);
@@ -374,6 +409,10 @@ public final class StreamsBench {
       result.put("steady_cpu_s", cpu3.minus(cpu2));
       result.put("steady_stream_thread", steadyThread);
       System.out.println(json(result));
+      String out = System.getenv("VT_BENCH_RESULT"); // the run script prints it again after the JVM's shutdown logs
+      if (out != null && !out.isBlank()) {
+        Files.writeString(Path.of(out), json(result) + "\n");
+      }
     } finally {
       reader.stop();
       readerThread.join(5000);

@@ -1,0 +1,97 @@
+package io.vllmtrain.streams;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import io.vllmtrain.events.PairSource;
+import io.vllmtrain.events.PreferenceBatch;
+import io.vllmtrain.events.PreferencePair;
+import io.vllmtrain.schemas.Topics;
+import java.nio.ByteBuffer;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.stream.IntStream;
+import org.apache.kafka.common.serialization.Serializer;
+import org.junit.jupiter.api.Test;
+
+/** A spliced batch is byte for byte what the registry serializer writes for the same batch. */
+class BatchEncoderTest {
+  private static final String TOPIC = Topics.PREFERENCE_BATCHES.name();
+  private final InMemoryRegistry registry = new InMemoryRegistry();
+  private final Serializer<PreferencePair> pairSerializer = registry.serializer();
+
+  private static PreferencePair pair(int i) {
+    return PreferencePairer.pair(PairSource.PAIRWISE, "q" + i, "m", Events.prompt("q" + i, "Grüße, 世界 " + i).getPrompt(),
+        "good ✓ " + "x".repeat(i * 37), "bad " + i, "a" + i, "b" + i, null, null, 1.0, List.of("f" + i), 1000L + i);
+  }
+
+  private List<BatchAssembler.EncodedPair> pairs(int n) {
+    return IntStream.range(0, n).mapToObj(i -> new BatchAssembler.EncodedPair(pair(i),
+        pairSerializer.serialize(Topics.PREFERENCE_PAIRS.name(), pair(i)))).toList();
+  }
+
+  private static PreferenceBatch whole(String id, List<BatchAssembler.EncodedPair> pairs, long start, long end) {
+    return PreferenceBatch.newBuilder().setBatchId(id)
+        .setPairs(pairs.stream().map(BatchAssembler.EncodedPair::pair).toList())
+        .setWindowStart(Instant.ofEpochMilli(start)).setWindowEnd(Instant.ofEpochMilli(end)).build();
+  }
+
+  /** Counts the calls that reach the wrapped serializer. */
+  private record Counting(Serializer<PreferenceBatch> inner, AtomicInteger calls) implements Serializer<PreferenceBatch> {
+    @Override
+    public byte[] serialize(String topic, PreferenceBatch data) {
+      calls.incrementAndGet();
+      return inner.serialize(topic, data);
+    }
+  }
+
+  @Test
+  void splicedBatchesEqualTheSerializersBytesAndSkipIt() {
+    Serializer<PreferenceBatch> reference = registry.serializer();
+    AtomicInteger calls = new AtomicInteger();
+    BatchEncoder encoder = new BatchEncoder(new Counting(registry.serializer(), calls));
+    for (int n : new int[] {1, 3, 32, 200}) { // 200: array counts and lengths of several varint bytes
+      List<BatchAssembler.EncodedPair> pairs = pairs(n);
+      long start = 1_700_000_000_000L + n;
+      long end = start + 12_345;
+      byte[] spliced = encoder.encode(TOPIC, "batch-" + n, pairs, start, end);
+      assertArrayEquals(reference.serialize(TOPIC, whole("batch-" + n, pairs, start, end)), spliced, n + " pairs");
+      assertEquals(whole("batch-" + n, pairs, start, end),
+          registry.deserializer(PreferenceBatch.class).deserialize(TOPIC, spliced));
+    }
+    assertEquals(1, calls.get(), "the serializer is asked once, for the framing; the batches are spliced");
+  }
+
+  @Test
+  void aSerializerWithAnotherFramingEncodesEveryBatchWhole() {
+    Serializer<PreferenceBatch> confluent = registry.serializer();
+    // An 8-byte id instead of 4 (as Apicurio's default framing): the probe does not match, nothing is spliced.
+    Serializer<PreferenceBatch> longIds = (topic, batch) -> {
+      byte[] b = confluent.serialize(topic, batch);
+      return ByteBuffer.allocate(b.length + 4).put((byte) 0).putLong(ByteBuffer.wrap(b, 1, 4).getInt())
+          .put(b, 5, b.length - 5).array();
+    };
+    AtomicInteger calls = new AtomicInteger();
+    BatchEncoder encoder = new BatchEncoder(new Counting(longIds, calls));
+    List<BatchAssembler.EncodedPair> pairs = pairs(4);
+    for (int i = 0; i < 3; i++) {
+      assertArrayEquals(longIds.serialize(TOPIC, whole("b", pairs, 1, 2)), encoder.encode(TOPIC, "b", pairs, 1, 2));
+    }
+    assertEquals(1 + 3, calls.get(), "the probe, then every batch");
+  }
+
+  @Test
+  void aBatchWithAnUnframedPairIsEncodedWhole() {
+    Serializer<PreferenceBatch> reference = registry.serializer();
+    AtomicInteger calls = new AtomicInteger();
+    BatchEncoder encoder = new BatchEncoder(new Counting(registry.serializer(), calls));
+    List<BatchAssembler.EncodedPair> pairs = new ArrayList<>(pairs(3));
+    byte[] unframed = pairs.get(1).bytes();
+    pairs.set(1, new BatchAssembler.EncodedPair(pairs.get(1).pair(), Arrays.copyOfRange(unframed, 5, unframed.length)));
+    assertArrayEquals(reference.serialize(TOPIC, whole("b", pairs, 1, 2)), encoder.encode(TOPIC, "b", pairs, 1, 2));
+    assertEquals(2, calls.get(), "the probe and the whole batch");
+  }
+}
