@@ -13,6 +13,10 @@ import io.grpc.netty.shaded.io.grpc.netty.GrpcSslContexts;
 import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
 import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
 import io.grpc.netty.shaded.io.netty.channel.EventLoopGroup;
+import io.grpc.netty.shaded.io.netty.channel.epoll.Epoll;
+import io.grpc.netty.shaded.io.netty.channel.epoll.EpollEventLoopGroup;
+import io.grpc.netty.shaded.io.netty.channel.epoll.EpollServerSocketChannel;
+import io.grpc.netty.shaded.io.netty.channel.epoll.EpollSocketChannel;
 import io.grpc.netty.shaded.io.netty.channel.nio.NioEventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.socket.nio.NioServerSocketChannel;
 import io.grpc.netty.shaded.io.netty.channel.socket.nio.NioSocketChannel;
@@ -28,6 +32,7 @@ import java.net.InetSocketAddress;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
+import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
 import org.apache.kafka.clients.consumer.Consumer;
@@ -69,18 +74,26 @@ public final class InferenceServer {
     // callback run on them (all are non-blocking: validation, routing, queueing an event; rollout work has its own
     // threads). A request and its engine call then mostly stay on one thread instead of crossing four, which is
     // most of the latency the service adds on a busy machine.
-    EventLoopGroup network = new NioEventLoopGroup(config.eventLoopThreads(), r -> {
+    // Native epoll where Netty has it (Linux): the service's own cost per request is a fifth lower than over the JDK
+    // selector (inference/bench/RESULTS.md); NIO elsewhere.
+    boolean epoll = Epoll.isAvailable();
+    ThreadFactory threads = r -> {
       Thread t = new Thread(r, "network");
       t.setDaemon(true);
       return t;
-    });
+    };
+    EventLoopGroup network = epoll
+        ? new EpollEventLoopGroup(config.eventLoopThreads(), threads)
+        : new NioEventLoopGroup(config.eventLoopThreads(), threads);
     ServerBuilder<?> builder = NettyServerBuilder.forAddress(new InetSocketAddress(config.host(), config.port()),
             serverCredentials(config))
-        .bossEventLoopGroup(network).workerEventLoopGroup(network).channelType(NioServerSocketChannel.class)
+        .bossEventLoopGroup(network).workerEventLoopGroup(network)
+        .channelType(epoll ? EpollServerSocketChannel.class : NioServerSocketChannel.class)
         .directExecutor();
     InferenceServer server = new InferenceServer(builder, config,
         address -> NettyChannelBuilder.forTarget(address, InsecureChannelCredentials.create())
-            .eventLoopGroup(network).channelType(NioSocketChannel.class).directExecutor().build(),
+            .eventLoopGroup(network).channelType(epoll ? EpollSocketChannel.class : NioSocketChannel.class)
+            .directExecutor().build(),
         events,
         AdapterVersionFollower.kafkaConsumer(config.kafka()));
     server.afterStop = () -> network.shutdownGracefully(0, 5, TimeUnit.SECONDS);
