@@ -22,10 +22,11 @@ import org.slf4j.LoggerFactory;
  * own, so the batch's bytes are its framing (magic byte, schema id), its {@code batch_id}, the array's item count,
  * each pair's bytes without their own framing, the array's end and the two timestamps.
  *
- * <p>The framing of the batch schema is learnt from the real serializer: the first call serializes an empty batch and
- * checks that it is the Confluent framing (magic byte 0, 4-byte id) followed by exactly the Avro body written here.
- * If it is not (another serializer, ids in headers), or a pair's bytes are not framed that way, the batch goes through
- * the serializer as a whole, so the bytes are always what the serializer would write.
+ * <p>The first batch goes through the real serializer as a whole; its first bytes are the batch schema's framing, and
+ * splicing is used from then on only if the spliced bytes of that same batch are equal to the serializer's (which
+ * also checks that the pairs carry the framing assumed here). Otherwise (another framing, ids in headers), and for
+ * any later batch with a pair that is not framed that way, batches go through the serializer, so the bytes are always
+ * what the serializer would write.
  */
 final class BatchEncoder {
   private static final Logger LOG = LoggerFactory.getLogger(BatchEncoder.class);
@@ -35,8 +36,8 @@ final class BatchEncoder {
   private final Serializer<PreferenceBatch> serializer;
   private final ByteArrayOutputStream out = new ByteArrayOutputStream(64 * 1024);
   private BinaryEncoder encoder;
-  private byte[] framing; // the batch schema's framing; null until learnt
-  private boolean splice = true; // false once the serializer turned out not to write the framing assumed here
+  private byte[] framing; // the batch schema's framing; null until the first batch checked splicing
+  private boolean splice = true; // false once splicing gave other bytes than the serializer
 
   BatchEncoder(Serializer<PreferenceBatch> serializer) {
     this.serializer = serializer;
@@ -45,34 +46,34 @@ final class BatchEncoder {
   /** The batch's value for {@code topic}; {@code pairs} hold each pair with its registry encoding, in order. */
   byte[] encode(String topic, String batchId, List<BatchAssembler.EncodedPair> pairs, long windowStartMs,
       long windowEndMs) {
-    if (splice && framing == null) {
-      learnFraming(topic);
-    }
     if (!splice || !pairs.stream().allMatch(p -> framed(p.bytes()))) {
-      List<PreferencePair> members = pairs.stream().map(BatchAssembler.EncodedPair::pair).toList();
-      return serializer.serialize(topic, PreferenceBatch.newBuilder().setBatchId(batchId).setPairs(members)
-          .setWindowStart(Instant.ofEpochMilli(windowStartMs)).setWindowEnd(Instant.ofEpochMilli(windowEndMs))
-          .build());
+      return whole(topic, batchId, pairs, windowStartMs, windowEndMs);
     }
+    if (framing == null) {
+      byte[] whole = whole(topic, batchId, pairs, windowStartMs, windowEndMs);
+      framing = Arrays.copyOf(whole, FRAMING);
+      if (!framed(whole) || !Arrays.equals(whole, splice(batchId, pairs, windowStartMs, windowEndMs))) {
+        splice = false;
+        LOG.warn("the batch serializer does not write the Confluent framing; batches are encoded whole (slower)");
+      }
+      return whole;
+    }
+    return splice(batchId, pairs, windowStartMs, windowEndMs);
+  }
+
+  private byte[] whole(String topic, String batchId, List<BatchAssembler.EncodedPair> pairs, long windowStartMs,
+      long windowEndMs) {
+    List<PreferencePair> members = pairs.stream().map(BatchAssembler.EncodedPair::pair).toList();
+    return serializer.serialize(topic, PreferenceBatch.newBuilder().setBatchId(batchId).setPairs(members)
+        .setWindowStart(Instant.ofEpochMilli(windowStartMs)).setWindowEnd(Instant.ofEpochMilli(windowEndMs)).build());
+  }
+
+  private byte[] splice(String batchId, List<BatchAssembler.EncodedPair> pairs, long windowStartMs,
+      long windowEndMs) {
     out.reset();
     out.writeBytes(framing);
     writeBody(batchId, pairs, windowStartMs, windowEndMs);
     return out.toByteArray();
-  }
-
-  private void learnFraming(String topic) {
-    byte[] probe = serializer.serialize(topic, PreferenceBatch.newBuilder().setBatchId("").setPairs(List.of())
-        .setWindowStart(Instant.EPOCH).setWindowEnd(Instant.EPOCH).build());
-    out.reset();
-    writeBody("", List.of(), 0, 0);
-    byte[] body = out.toByteArray();
-    if (framed(probe) && probe.length == FRAMING + body.length
-        && Arrays.equals(probe, FRAMING, probe.length, body, 0, body.length)) {
-      framing = Arrays.copyOf(probe, FRAMING);
-    } else {
-      splice = false;
-      LOG.warn("the batch serializer does not write the Confluent framing; batches are encoded whole (slower)");
-    }
   }
 
   private void writeBody(String batchId, List<BatchAssembler.EncodedPair> pairs, long windowStartMs,

@@ -62,13 +62,13 @@ class BatchEncoderTest {
       assertEquals(whole("batch-" + n, pairs, start, end),
           registry.deserializer(PreferenceBatch.class).deserialize(TOPIC, spliced));
     }
-    assertEquals(1, calls.get(), "the serializer is asked once, for the framing; the batches are spliced");
+    assertEquals(1, calls.get(), "the serializer writes the first batch (which checks splicing); the rest are spliced");
   }
 
   @Test
   void aSerializerWithAnotherFramingEncodesEveryBatchWhole() {
     Serializer<PreferenceBatch> confluent = registry.serializer();
-    // An 8-byte id instead of 4 (as Apicurio's default framing): the probe does not match, nothing is spliced.
+    // An 8-byte id instead of 4 (as Apicurio's default framing): the first check fails, nothing is spliced.
     Serializer<PreferenceBatch> longIds = (topic, batch) -> {
       byte[] b = confluent.serialize(topic, batch);
       return ByteBuffer.allocate(b.length + 4).put((byte) 0).putLong(ByteBuffer.wrap(b, 1, 4).getInt())
@@ -80,7 +80,7 @@ class BatchEncoderTest {
     for (int i = 0; i < 3; i++) {
       assertArrayEquals(longIds.serialize(TOPIC, whole("b", pairs, 1, 2)), encoder.encode(TOPIC, "b", pairs, 1, 2));
     }
-    assertEquals(1 + 3, calls.get(), "the probe, then every batch");
+    assertEquals(3, calls.get(), "every batch");
   }
 
   @Test
@@ -92,6 +92,21 @@ class BatchEncoderTest {
     byte[] unframed = pairs.get(1).bytes();
     pairs.set(1, new BatchAssembler.EncodedPair(pairs.get(1).pair(), Arrays.copyOfRange(unframed, 5, unframed.length)));
     assertArrayEquals(reference.serialize(TOPIC, whole("b", pairs, 1, 2)), encoder.encode(TOPIC, "b", pairs, 1, 2));
-    assertEquals(2, calls.get(), "the probe and the whole batch");
+    assertEquals(1, calls.get(), "the whole batch");
+  }
+
+  @Test
+  void pairsFramedDifferentlyFromTheBatchAreNeverSpliced() {
+    Serializer<PreferenceBatch> reference = registry.serializer();
+    AtomicInteger calls = new AtomicInteger();
+    BatchEncoder encoder = new BatchEncoder(new Counting(registry.serializer(), calls));
+    // Pair bytes that start with magic byte 0 but carry a 4-byte longer id: splicing them would corrupt the batch.
+    List<BatchAssembler.EncodedPair> pairs = pairs(3).stream().map(p -> new BatchAssembler.EncodedPair(p.pair(),
+        ByteBuffer.allocate(p.bytes().length + 4).put((byte) 0).putInt(0).put(p.bytes(), 1, p.bytes().length - 1)
+            .array())).toList();
+    for (int i = 0; i < 2; i++) {
+      assertArrayEquals(reference.serialize(TOPIC, whole("b", pairs, 1, 2)), encoder.encode(TOPIC, "b", pairs, 1, 2));
+    }
+    assertEquals(2, calls.get(), "the first check fails, so every batch is encoded whole");
   }
 }
