@@ -10,7 +10,7 @@ import json
 import struct
 from functools import lru_cache
 
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
@@ -63,12 +63,16 @@ class AvroCodec:
         self.settings = settings
         self.client = client or SchemaRegistryClient(settings.registry_client_conf())
         self._serializers: dict[str, AvroSerializer] = {}
-        self._deserializer = AvroDeserializer(self.client)
+        self._deserializer = AvroDeserializer(self.client, conf={"subject.name.strategy": topic_subject_name_strategy})
 
     def encode(self, schema_name: str, topic: str, record: dict) -> bytes:
         ser = self._serializers.get(schema_name)
         if ser is None:
-            ser = AvroSerializer(self.client, schema_json(schema_name), conf={"auto.register.schemas": True})
+            # Subjects are named after the topic (the contract, as on the Java side); said explicitly here and for the
+            # deserializer, so that newer clients do not look the subject up through the registry's association API,
+            # which Apicurio's ccompat does not serve (an extra request, and a CI run once hung on it).
+            ser = AvroSerializer(self.client, schema_json(schema_name), conf={
+                "auto.register.schemas": True, "subject.name.strategy": topic_subject_name_strategy})
             self._serializers[schema_name] = ser
         try:
             return ser(record, SerializationContext(topic, MessageField.VALUE))
