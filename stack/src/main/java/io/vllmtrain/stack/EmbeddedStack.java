@@ -8,6 +8,7 @@ import java.time.Duration;
 import java.util.HashMap;
 import java.util.Map;
 import org.apache.kafka.common.test.KafkaClusterTestKit;
+import org.apache.kafka.common.utils.Exit;
 import org.apache.kafka.common.test.TestKitNodes;
 
 /**
@@ -73,6 +74,11 @@ public final class EmbeddedStack {
       TopicCreator.createAll(new HashMap<>(Map.of("bootstrap.servers", bootstrap)), (short) 1);
       return new EmbeddedStack(bootstrap, registry.replaceAll("/+$", ""));
     }
+    // Kafka's test kit deletes its log directory from a shutdown hook of its own, which the JVM runs at the same
+    // time as ours; a broker that then writes a checkpoint finds its directory gone and halts the JVM with status
+    // 1, so a clean System.exit(0) sometimes ended as a failure (a benchmark lost its result line that way). While
+    // the JVM is exiting anyway such a halt only changes the status, so it is ignored then.
+    Exit.setHaltProcedure(EmbeddedStack::haltUnlessExiting);
     try {
       KafkaClusterTestKit cluster = new KafkaClusterTestKit.Builder(new TestKitNodes.Builder()
           .setCombined(true).setNumBrokerNodes(1).setNumControllerNodes(1).build())
@@ -110,6 +116,27 @@ public final class EmbeddedStack {
         throw se;
       }
       throw new StackException("cannot start the embedded Kafka broker: " + e.getMessage(), e);
+    }
+  }
+
+  private static void haltUnlessExiting(int status, String message) {
+    if (jvmExiting()) {
+      System.err.println("embedded stack: the broker asked to halt the exiting JVM with status " + status
+          + " (" + message + "); ignored");
+      return;
+    }
+    Runtime.getRuntime().halt(status);
+  }
+
+  /** True once the JVM has begun to exit (no shutdown hook can be added any more). */
+  private static boolean jvmExiting() {
+    Thread probe = new Thread(() -> {});
+    try {
+      Runtime.getRuntime().addShutdownHook(probe);
+      Runtime.getRuntime().removeShutdownHook(probe);
+      return false;
+    } catch (IllegalStateException e) {
+      return true;
     }
   }
 }
