@@ -73,10 +73,49 @@ def test_settings_pass_kafka_security_keys_through_and_read_env():
         "registry.password": "p"})
     assert s.producer_conf()["security.protocol"] == "SASL_SSL"
     assert s.consumer_conf("g")["sasl.mechanism"] == "PLAIN"
-    assert s.registry_client_conf() == {"url": "https://reg:8443/apis/ccompat/v7", "basic.auth.user.info": "u:p"}
+    assert s.registry_client_conf() == {"url": "https://reg:8443/apis/ccompat/v7", "basic.auth.user.info": "u:p",
+                                        "timeout": 10.0}
     assert env_overrides({"VT_KAFKA_BOOTSTRAP_SERVERS": "x:1", "HOME": "/"}) == {"kafka.bootstrap.servers": "x:1"}
 
 
 def test_settings_refuse_a_missing_bootstrap_with_the_key_to_set():
     with pytest.raises(ValueError, match="VT_KAFKA_BOOTSTRAP_SERVERS"):
         KafkaSettings.from_config({"registry.url": "http://r"})
+
+
+def test_settings_refuse_a_bad_registry_timeout():
+    with pytest.raises(ValueError, match="registry.timeout.s"):
+        KafkaSettings.from_config({"kafka.bootstrap.servers": "b:9092", "registry.url": "http://r",
+                                   "registry.timeout.s": "soon"})
+    with pytest.raises(ValueError, match="registry.timeout.s"):
+        KafkaSettings.from_config({"kafka.bootstrap.servers": "b:9092", "registry.url": "http://r",
+                                   "registry.timeout.s": "0"})
+
+
+def test_a_registry_that_never_answers_is_an_error_not_a_hang():
+    """The registry client's requests are bounded by registry.timeout.s (httpx waits forever without one)."""
+    import socket
+    import threading
+
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections (backlog), never reads or answers
+    port = silent.getsockname()[1]
+    settings = KafkaSettings.from_config({"kafka.bootstrap.servers": "b:9092",
+                                          "registry.url": f"http://127.0.0.1:{port}", "registry.timeout.s": "0.3"})
+    conf = {**settings.registry_client_conf(), "max.retries": 1, "retries.wait.ms": 10, "retries.max.wait.ms": 10}
+    outcome: list[BaseException | None] = []
+
+    def call():
+        try:
+            SchemaRegistryClient(conf).get_subjects()
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 - the test reports whatever came back
+            outcome.append(e)
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    silent.close()
+    assert not worker.is_alive(), "the registry call hung past 20 s although registry.timeout.s is 0.3"
+    assert outcome and outcome[0] is not None and "timed out" in str(outcome[0]).lower()
