@@ -101,6 +101,7 @@ public final class EmbeddedStack {
       RegistryServer registryServer = new RegistryServer(config);
       Runtime.getRuntime().addShutdownHook(new Thread(() -> {
         registryServer.process().stop(Duration.ofSeconds(10));
+        deleteTree(dir);
         try {
           cluster.close();
         } catch (Exception e) {
@@ -137,6 +138,15 @@ public final class EmbeddedStack {
       return false;
     } catch (IllegalStateException e) {
       return true;
+    }
+  }
+
+  /** Best effort: the registry's working directory (config, log) once the registry has stopped. */
+  private static void deleteTree(Path dir) {
+    try (var paths = Files.walk(dir)) {
+      paths.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+    } catch (IOException | RuntimeException e) {
+      System.err.println("embedded stack: could not remove " + dir + ": " + e.getMessage());
     }
   }
 }
