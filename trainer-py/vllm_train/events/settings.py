@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 ENV_PREFIX = "VT_"
+REGISTRY_TIMEOUT_S = 10.0
 
 
 def env_overrides(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -31,7 +32,7 @@ class KafkaSettings:
     registry_url: str
     registry_flavor: str = "apicurio"
     registry_auth: tuple[str, str] | None = None
-    registry_timeout_s: float = 10.0
+    registry_timeout_s: float = REGISTRY_TIMEOUT_S
     extra_registry: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -51,7 +52,7 @@ class KafkaSettings:
     def from_config(cls, config: Mapping[str, str]) -> "KafkaSettings":
         client = {k[len("kafka."):]: str(v) for k, v in config.items() if k.startswith("kafka.")}
         user, password = config.get("registry.username"), config.get("registry.password")
-        timeout = config.get("registry.timeout.s", 10.0)
+        timeout = config.get("registry.timeout.s", REGISTRY_TIMEOUT_S)
         try:
             timeout = float(timeout)
         except ValueError:

@@ -5,11 +5,12 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.Comparator;
 import java.util.HashMap;
 import java.util.Map;
 import org.apache.kafka.common.test.KafkaClusterTestKit;
-import org.apache.kafka.common.utils.Exit;
 import org.apache.kafka.common.test.TestKitNodes;
+import org.apache.kafka.common.utils.Exit;
 
 /**
  * The broker + registry that integration tests run against, shared by every test of a JVM.
@@ -144,7 +145,7 @@ public final class EmbeddedStack {
   /** Best effort: the registry's working directory (config, log) once the registry has stopped. */
   private static void deleteTree(Path dir) {
     try (var paths = Files.walk(dir)) {
-      paths.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+      paths.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
     } catch (IOException | RuntimeException e) {
       System.err.println("embedded stack: could not remove " + dir + ": " + e.getMessage());
     }
