@@ -1,10 +1,17 @@
 """The vLLM version gate: every vLLM name this project uses is imported here, and only here.
 
 vLLM moves fast and its internals are not an API. This project uses only public names (``LLM``, ``SamplingParams``,
-``LoRARequest``, ``AsyncLLM``, ``AsyncEngineArgs``, ``RequestOutput``, ``CompletionOutput``), each listed in
-:data:`VLLM_NAMES` with the module it comes from in the supported release, and it runs only on the vLLM versions in
-:data:`SUPPORTED_VLLM_VERSIONS` (the pin of the ``vllm`` extra in pyproject.toml). Another version is refused with a
-message saying which version to install, unless ``VLLM_TRAIN_ALLOW_UNSUPPORTED_VLLM=1`` is set (then it warns).
+``LoRARequest``, ``AsyncLLM``, ``AsyncEngineArgs``, ``RequestOutput``, ``CompletionOutput``, ``RequestOutputKind``),
+each listed in :data:`VLLM_NAMES` with the module it comes from in the supported releases, and it runs only on the
+vLLM releases in :data:`SUPPORTED_VLLM_VERSIONS`:
+
+- **0.33.0**, the newest (needs torch 2.14): the ``vllm`` extra of pyproject.toml and the docker image;
+- **0.26.x**, the newest line built for torch 2.11 + CUDA 13 (the ``vllm-torch211`` extra): what a machine with that
+  torch runs, e.g. the lent H200 on which the GPU figures were measured (trainer-py/bench/GPU_E2E.md).
+
+Both are checked against the backend statically (tests/engine/test_vllm_conformance.py reads each wheel's source).
+Another version is refused with a message saying which to install, unless ``VLLM_TRAIN_ALLOW_UNSUPPORTED_VLLM=1``
+is set (then it warns).
 
 vLLM is optional: without it (or without a GPU) the rest of the library works, and :func:`vllm_status` says why vLLM
 cannot be used, in words, for callers that fall back to HF/PEFT.
@@ -13,6 +20,7 @@ cannot be used, in words, for callers that fall back to HF/PEFT.
 from __future__ import annotations
 
 import importlib
+import fnmatch
 import importlib.metadata
 import logging
 import os
@@ -21,7 +29,10 @@ from types import SimpleNamespace
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_VLLM_VERSIONS = ("0.33.0",)
+# Release patterns (fnmatch), newest first; the first is what a fresh install gets.
+SUPPORTED_VLLM_VERSIONS = ("0.33.0", "0.26.*")
+# The concrete releases whose wheels the conformance test reads (one per supported line).
+CHECKED_VLLM_RELEASES = ("0.33.0", "0.26.0")
 ALLOW_UNSUPPORTED_ENV = "VLLM_TRAIN_ALLOW_UNSUPPORTED_VLLM"
 
 # name -> module in the supported release. The engine's conformance test checks each against the pinned wheel.
@@ -33,6 +44,7 @@ VLLM_NAMES = {
     "LoRARequest": "vllm.lora.request",
     "AsyncEngineArgs": "vllm.engine.arg_utils",
     "AsyncLLM": "vllm.v1.engine.async_llm",
+    "RequestOutputKind": "vllm.sampling_params",
 }
 
 
@@ -60,10 +72,15 @@ def version_problem(version: str | None) -> str | None:
     if version is None:
         return (f"vLLM is not installed; install the supported release with "
                 f"pip install 'vllm-train[vllm]' (vllm=={SUPPORTED_VLLM_VERSIONS[0]})")
-    if version not in SUPPORTED_VLLM_VERSIONS:
-        return (f"vLLM {version} is installed but vllm-train supports only {', '.join(SUPPORTED_VLLM_VERSIONS)}; "
-                f"install vllm=={SUPPORTED_VLLM_VERSIONS[0]} (or set {ALLOW_UNSUPPORTED_ENV}=1 to try anyway)")
+    if not is_supported(version):
+        return (f"vLLM {version} is installed but vllm-train supports only {' and '.join(SUPPORTED_VLLM_VERSIONS)}; "
+                f"install vllm=={SUPPORTED_VLLM_VERSIONS[0]} (torch 2.14) or vllm==0.26.0 (torch 2.11) "
+                f"(or set {ALLOW_UNSUPPORTED_ENV}=1 to try anyway)")
     return None
+
+
+def is_supported(version: str) -> bool:
+    return any(fnmatch.fnmatchcase(version, pattern) for pattern in SUPPORTED_VLLM_VERSIONS)
 
 
 def _gpu_problem() -> str | None:
@@ -106,6 +123,6 @@ def vllm_api() -> SimpleNamespace:
             names[name] = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as e:
             raise VLLMUnavailableError(f"vLLM {version}: cannot import {name} from {module} ({e}); this vLLM is "
-                                       f"not the supported {SUPPORTED_VLLM_VERSIONS[0]}") from None
+                                       f"one of the supported {' and '.join(SUPPORTED_VLLM_VERSIONS)}") from None
     _api = SimpleNamespace(version=version, **names)
     return _api

@@ -1,10 +1,11 @@
 """The vllm backend uses only names, parameters and fields that exist in the pinned vLLM release.
 
-METHOD: static reading of the release's source with ``ast``. vLLM cannot run here (no GPU) and importing it would
-pull a second torch, so the pinned wheel is fetched once with ``pip download --no-deps`` into a cached folder
-(``<repo>/.cache/vllm-wheel`` or ``$VLLM_WHEEL_DIR``) and its ``.py`` files are parsed straight out of the zip; nothing
-of vLLM is imported or executed. The module skips only when the wheel is not cached and PyPI cannot be reached,
-saying why.
+METHOD: static reading of each supported release's source with ``ast`` (every test runs once per release in
+:data:`vllm_train.compat.CHECKED_VLLM_RELEASES`). vLLM cannot run here (no GPU) and importing it would pull a second
+torch, so each wheel is fetched once with ``pip download --no-deps`` into a cached folder (``<repo>/.cache/vllm-wheel``
+or ``$VLLM_WHEEL_DIR``) and its ``.py`` files are parsed straight out of the zip; nothing of vLLM is imported or
+executed. A release's tests skip only when its wheel is not cached and PyPI cannot be reached, saying why. The same
+code ran for real on a GPU with vLLM 0.26.0 (tests/engine with ``--engine-backend vllm``; trainer-py/bench/GPU_E2E.md).
 
 What is checked comes from the backend itself: the keyword dicts its helper functions build, its declared method and
 field lists, and an AST scan of vllm_backend.py for any ``self._llm.*`` / ``self._api.*`` use not declared.
@@ -28,36 +29,37 @@ from vllm_train.engine.config import SUPPORTED_MAX_LORA_RANKS, EngineConfig
 from vllm_train.engine.generation import SamplingSpec
 from vllm_train.engine.registry import AdapterRecord
 
-VERSION = compat.SUPPORTED_VLLM_VERSIONS[0]
 REPO = Path(__file__).resolve().parents[3]
 WHEEL_DIR = Path(os.environ.get("VLLM_WHEEL_DIR") or REPO / ".cache" / "vllm-wheel")
-METHOD = f"ast over the source files of the vllm=={VERSION} wheel (not imported)"
+METHOD = "ast over the source files of the vllm=={} wheel (not imported)"
 
 
-def _wheel() -> Path:
-    found = sorted(WHEEL_DIR.glob(f"vllm-{VERSION}-*.whl"))
+def _wheel(version: str) -> Path:
+    found = sorted(WHEEL_DIR.glob(f"vllm-{version}-*.whl"))
     if found:
         return found[0]
     WHEEL_DIR.mkdir(parents=True, exist_ok=True)
     try:
         done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                               "--disable-pip-version-check", "-q", "-d", str(WHEEL_DIR), f"vllm=={VERSION}"],
+                               "--disable-pip-version-check", "-q", "-d", str(WHEEL_DIR), f"vllm=={version}"],
                               capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
-        pytest.skip(f"PyPI unreachable: pip download vllm=={VERSION} timed out; conformance ({METHOD}) not checked")
-    found = sorted(WHEEL_DIR.glob(f"vllm-{VERSION}-*.whl"))
+        pytest.skip(f"PyPI unreachable: pip download vllm=={version} timed out; conformance "
+                    f"({METHOD.format(version)}) not checked")
+    found = sorted(WHEEL_DIR.glob(f"vllm-{version}-*.whl"))
     if not found:
         reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        pytest.skip(f"PyPI unreachable: pip download vllm=={VERSION} failed ({reason[0]}); conformance ({METHOD}) "
-                    "not checked")
+        pytest.skip(f"PyPI unreachable: pip download vllm=={version} failed ({reason[0]}); conformance "
+                    f"({METHOD.format(version)}) not checked")
     return found[0]
 
 
 class WheelSource:
     """The parsed modules of the wheel, by dotted name."""
 
-    def __init__(self, wheel: Path):
+    def __init__(self, wheel: Path, version: str):
         self.wheel = wheel
+        self.version = version
         self.zip = zipfile.ZipFile(wheel)
         self._trees: dict[str, ast.Module] = {}
 
@@ -105,9 +107,9 @@ def params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[list[str], list[
     return positional, [a.arg for a in fn.args.kwonlyargs]
 
 
-@pytest.fixture(scope="module")
-def src() -> WheelSource:
-    return WheelSource(_wheel())
+@pytest.fixture(scope="module", params=compat.CHECKED_VLLM_RELEASES)
+def src(request) -> WheelSource:
+    return WheelSource(_wheel(request.param), request.param)
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +123,9 @@ ADAPTER = AdapterRecord(name="run-1/v000001", int_id=1, path=Path("/adapters/run
 
 
 def test_method_used_is_static_reading_of_the_pinned_wheel(src):
-    print(f"vLLM conformance method: {METHOD}; wheel {src.wheel}")
-    assert src.wheel.name.startswith(f"vllm-{VERSION}-")
+    print(f"vLLM conformance method: {METHOD.format(src.version)}; wheel {src.wheel}")
+    assert src.wheel.name.startswith(f"vllm-{src.version}-")
+    assert compat.is_supported(src.version)
 
 
 def test_every_compat_name_is_defined_where_compat_imports_it(src):
@@ -146,7 +149,7 @@ def test_engine_args_accept_every_keyword_the_backend_passes(src, config):
     bases = [ast.unparse(b) for b in src.cls("vllm.engine.arg_utils", "AsyncEngineArgs").bases]
     assert "EngineArgs" in bases
     for keyword in vllm_backend.engine_args_kwargs(config):
-        assert keyword in fields, f"AsyncEngineArgs has no field {keyword!r} in vLLM {VERSION}"
+        assert keyword in fields, f"AsyncEngineArgs has no field {keyword!r} in vLLM {src.version}"
 
 
 def test_max_lora_rank_choices_match_the_engine_config(src):
@@ -198,8 +201,8 @@ def test_backend_uses_no_undeclared_vllm_attribute():
 def test_sampling_params_have_every_field_the_backend_sets(src):
     fields = src.fields(compat.VLLM_NAMES["SamplingParams"], "SamplingParams")
     spec = SamplingSpec(n=2, temperature=0.7, top_p=0.9, max_tokens=16, seed=3, stop=("\n",))
-    for keyword in vllm_backend.sampling_params_kwargs(spec):
-        assert keyword in fields, f"SamplingParams has no field {keyword!r} in vLLM {VERSION}"
+    for keyword in vllm_backend.sampling_params_kwargs(spec, output_kind="DELTA"):
+        assert keyword in fields, f"SamplingParams has no field {keyword!r} in vLLM {src.version}"
 
 
 def test_lora_request_takes_name_int_id_path_in_that_order(src):
@@ -214,10 +217,10 @@ def test_outputs_have_every_field_the_backend_reads(src):
     assigned = {t.attr for n in ast.walk(init) if isinstance(n, ast.Assign) for t in n.targets
                 if isinstance(t, ast.Attribute) and ast.unparse(t.value) == "self"}
     for field in vllm_backend.REQUEST_OUTPUT_FIELDS:
-        assert field in assigned, f"RequestOutput has no attribute {field!r} in vLLM {VERSION}"
+        assert field in assigned, f"RequestOutput has no attribute {field!r} in vLLM {src.version}"
     completion_fields = src.fields(compat.VLLM_NAMES["CompletionOutput"], "CompletionOutput")
     for field in vllm_backend.COMPLETION_OUTPUT_FIELDS:
-        assert field in completion_fields, f"CompletionOutput has no field {field!r} in vLLM {VERSION}"
+        assert field in completion_fields, f"CompletionOutput has no field {field!r} in vLLM {src.version}"
 
 
 def test_tokens_prompt_is_the_dict_the_backend_builds(src):
@@ -230,3 +233,17 @@ def test_every_finish_reason_vllm_emits_is_mapped(src):
                    and any(isinstance(t, ast.Name) and t.id == "FINISH_REASON_STRINGS" for t in node.targets))
     reasons = set(ast.literal_eval(strings))
     assert reasons <= set(vllm_backend.FINISH_REASONS) | {vllm_backend.VLLM_RETRYABLE_ERROR}
+
+
+def test_the_output_kinds_the_backend_asks_for_exist(src):
+    kinds = src.cls(compat.VLLM_NAMES["RequestOutputKind"], "RequestOutputKind")
+    members = {t.id for node in kinds.body if isinstance(node, ast.Assign) for t in node.targets
+               if isinstance(t, ast.Name)}
+    assert set(vllm_backend.OUTPUT_KINDS.values()) <= members
+
+
+def test_final_only_outputs_carry_every_completion_of_a_parallel_request(src):
+    """The unary path reads ONE output with all n completions (full text and token ids) under FINAL_ONLY; that is
+    ParentRequest's aggregation of its children's final outputs."""
+    get_outputs = ast.unparse(src.method("vllm.v1.engine.parallel_sampling", "ParentRequest", "get_outputs"))
+    assert "FINAL_ONLY" in get_outputs and "output_aggregator" in get_outputs

@@ -184,6 +184,8 @@ def test_vllm_generation_says_why_it_cannot_run_here(trainer):
 
 def test_version_gate_accepts_only_the_pinned_vllm():
     assert version_problem("0.33.0") is None
+    assert version_problem("0.26.0") is None and version_problem("0.26.3") is None  # the torch 2.11 line
+    assert "supports only" in version_problem("0.27.0") and "supports only" in version_problem("0.260.0")
     assert "install vllm==0.33.0" in version_problem("0.32.1")
     assert "not installed" in version_problem(None)
 

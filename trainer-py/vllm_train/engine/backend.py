@@ -1,4 +1,5 @@
-"""The contract between the engine service and a model runtime (:class:`EngineBackend`), and the factory that picks one.
+"""The contract between the engine service and a model runtime: :class:`EngineBackend` (the factory that picks one is
+:mod:`vllm_train.engine.factory`).
 
 A backend runs the model and nothing else: the service has already validated the request, rendered the prompt,
 verified the adapter and taken a lease on it, so a backend never sees a name it was not told to load, and is never
@@ -10,7 +11,6 @@ from __future__ import annotations
 import abc
 from typing import AsyncIterator
 
-from vllm_train.engine.config import EngineConfig
 from vllm_train.engine.generation import CompletionDelta, GenerationRequest
 from vllm_train.engine.registry import AdapterRecord
 
@@ -45,14 +45,3 @@ class EngineBackend(abc.ABC):
     async def close(self) -> None:
         """Releases the model and any worker threads or processes."""
 
-
-def create_backend(config: EngineConfig) -> EngineBackend:
-    if config.backend == "hf":
-        from vllm_train.engine.hf_backend import HFBackend
-
-        return HFBackend(config)
-    if config.backend == "vllm":
-        from vllm_train.engine.vllm_backend import VLLMBackend
-
-        return VLLMBackend(config)
-    raise ValueError(f"unknown backend {config.backend!r}")

@@ -44,6 +44,9 @@ class GenerationRequest:
     prompt_token_ids: tuple[int, ...]
     sampling: SamplingSpec
     adapter: AdapterRecord | None
+    stream: bool = True
+    """False when the caller only wants the finished completions (unary Generate): a backend may then skip
+    intermediate deltas and hand over each completion as one delta."""
 
 
 @dataclass(frozen=True)

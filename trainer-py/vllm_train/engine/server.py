@@ -21,7 +21,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from vllm_train.engine.backend import EngineBackend, create_backend
+from vllm_train.engine.backend import EngineBackend
+from vllm_train.engine.factory import create_backend
 from vllm_train.engine.config import EngineConfig
 from vllm_train.engine.service import SERVICE_NAME, EngineService
 from vllm_train.proto.v1 import engine_pb2_grpc

@@ -94,7 +94,7 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
 
     @_answers_refusals
     async def Generate(self, request, context):
-        generation, lease = self._admit(request)
+        generation, lease = self._admit(request, stream=False)
         try:
             texts: dict[int, list[str]] = {i: [] for i in range(generation.sampling.n)}
             finish: dict[int, str] = {}
@@ -135,7 +135,7 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         finally:
             self._release(lease)
 
-    def _admit(self, request) -> tuple[GenerationRequest, Lease]:
+    def _admit(self, request, stream: bool = True) -> tuple[GenerationRequest, Lease]:
         """Validates a generate request and leases its adapter; everything that can be refused is refused here."""
         self._require_ready()
         sampling = sampling_from_proto(request.sampling, max_n=self.config.max_n,
@@ -145,7 +145,7 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         prompt_ids = self._renderer.render(request.prompt, sampling.max_tokens)
         lease = self.registry.acquire(request.adapter)
         request_id = request.request_id or uuid.uuid4().hex
-        return GenerationRequest(request_id, tuple(prompt_ids), sampling, lease.record), lease
+        return GenerationRequest(request_id, tuple(prompt_ids), sampling, lease.record, stream=stream), lease
 
     def _release(self, lease: Lease) -> None:
         if self.registry.release(lease):

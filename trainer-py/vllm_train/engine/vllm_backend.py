@@ -11,8 +11,9 @@
 - UnloadAdapter: ``remove_lora(int_id)``, once no request uses it.
 - Generate: ``generate({"prompt_token_ids": ids}, SamplingParams(...), request_id, lora_request=...)``: the prompt
   is rendered and tokenized by the service with the model's HF tokenizer (the one vLLM loads for HF models; the same
-  ids as the hf backend), passed as a ``TokensPrompt``-shaped dict; outputs are cumulative ``RequestOutput``s, turned into text deltas here. Closing the stream early aborts the
-  vLLM request (vLLM does that when its generator is closed).
+  ids as the hf backend), passed as a ``TokensPrompt``-shaped dict. Streams ask vLLM for ``DELTA`` outputs, unary
+  requests for ``FINAL_ONLY`` (see :data:`OUTPUT_KINDS`). Closing the stream early aborts the vLLM request (vLLM
+  does that when its generator is closed).
 
 Every keyword and field used is produced by the small functions below, which the conformance test
 (tests/engine/test_vllm_conformance.py) checks against the pinned vLLM wheel's source, since vLLM cannot be
@@ -43,6 +44,10 @@ COMPLETION_OUTPUT_FIELDS = ("index", "text", "token_ids", "finish_reason")
 # requested, which this backend never does; "error" is vLLM's retryable request-level failure, answered UNAVAILABLE.
 FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "abort", "repetition": "stop"}
 VLLM_RETRYABLE_ERROR = "error"
+# GenerationRequest.stream -> the RequestOutputKind asked for. A stream takes DELTA outputs (only new text and token
+# ids per step, merged by vLLM when the reader falls behind); unary Generate takes FINAL_ONLY (one output with every
+# completion when all are done), so no per-token Python work runs for it at all.
+OUTPUT_KINDS = {True: "DELTA", False: "FINAL_ONLY"}
 
 
 def engine_args_kwargs(config: EngineConfig) -> dict[str, Any]:
@@ -65,11 +70,14 @@ def engine_args_kwargs(config: EngineConfig) -> dict[str, Any]:
     return kwargs
 
 
-def sampling_params_kwargs(spec: SamplingSpec) -> dict[str, Any]:
+def sampling_params_kwargs(spec: SamplingSpec, output_kind: Any = None) -> dict[str, Any]:
     """Keyword arguments of ``SamplingParams`` for one request (vLLM's own semantics are the engine's: see
-    :mod:`vllm_train.engine.generation`)."""
-    return dict(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens,
-                seed=spec.seed, stop=list(spec.stop) or None)
+    :mod:`vllm_train.engine.generation`); ``output_kind`` a ``RequestOutputKind`` member (see OUTPUT_KINDS)."""
+    kwargs = dict(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens,
+                  seed=spec.seed, stop=list(spec.stop) or None)
+    if output_kind is not None:
+        kwargs["output_kind"] = output_kind
+    return kwargs
 
 
 def lora_request_kwargs(adapter: AdapterRecord) -> dict[str, Any]:
@@ -127,11 +135,12 @@ class VLLMBackend(EngineBackend):
         await self._llm.remove_lora(adapter.int_id)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[CompletionDelta]:
-        params = self._api.SamplingParams(**sampling_params_kwargs(request.sampling))
+        kind = getattr(self._api.RequestOutputKind, OUTPUT_KINDS[request.stream])
+        params = self._api.SamplingParams(**sampling_params_kwargs(request.sampling, output_kind=kind))
         lora = self._api.LoRARequest(**lora_request_kwargs(request.adapter)) if request.adapter else None
         # vLLM needs ids unique among requests in flight; clients may repeat theirs (retries, A/B).
         vllm_request_id = f"{request.request_id}-{uuid.uuid4().hex[:12]}"
-        sent_chars = [0] * request.sampling.n
+        tokens = [0] * request.sampling.n
         finished = [False] * request.sampling.n
         async for output in self._llm.generate(tokens_prompt(request.prompt_token_ids), params, vllm_request_id,
                                                lora_request=lora):
@@ -139,15 +148,15 @@ class VLLMBackend(EngineBackend):
                 index = completion.index
                 if finished[index]:
                     continue
-                text = completion.text[sent_chars[index]:]
-                sent_chars[index] = len(completion.text)
+                # DELTA: the text and token ids since the last output; FINAL_ONLY: all of them, once.
+                tokens[index] += len(completion.token_ids)
                 reason = completion.finish_reason
                 if reason == VLLM_RETRYABLE_ERROR:
                     raise Unavailable(f"vLLM failed request {vllm_request_id} with a retryable error; retry it")
                 reason = None if reason is None else FINISH_REASONS.get(str(reason), str(reason))
                 finished[index] = reason is not None
-                if text or reason is not None:
-                    yield CompletionDelta(index, text, reason, len(completion.token_ids))
+                if completion.text or reason is not None:
+                    yield CompletionDelta(index, completion.text, reason, tokens[index])
 
     async def close(self) -> None:
         if self._llm is not None:
