@@ -7,17 +7,40 @@ from vllm_train.demo.simulator import BASE, SimulatorStats
 from vllm_train.demo.view import render
 
 
-def test_score_is_the_share_of_colour_words():
-    assert preference.score("red cat and Blue sky") == 2 / 5
-    assert preference.score("") == 0.0
-    assert preference.score("�� 42 !!") == 0.0
-    assert preference.score("reddish") == 0.0  # whole words only
+COLOUR, CONCISE = preference.COLOUR, preference.CONCISE
+
+
+def test_colour_score_is_the_share_of_colour_words():
+    assert COLOUR.score("red cat and Blue sky") == 2 / 5
+    assert COLOUR.score("") == 0.0
+    assert COLOUR.score("�� 42 !!") == 0.0
+    assert COLOUR.score("reddish") == 0.0  # whole words only
 
 
 def test_the_user_prefers_the_answer_with_more_colour_and_has_no_preference_on_ties():
-    assert preference.choose(["a dog", "a red dog"]) == preference.Choice(chosen=1, rejected=0)
-    assert preference.choose(["green tea", "a dog"]) == preference.Choice(chosen=0, rejected=1)
-    assert preference.choose(["a dog", "a cat"]) is None
+    assert COLOUR.choose("q", ["a dog", "a red dog"]) == preference.Choice(chosen=1, rejected=0)
+    assert COLOUR.choose("q", ["green tea", "a dog"]) == preference.Choice(chosen=0, rejected=1)
+    assert COLOUR.choose("q", ["a dog", "a cat"]) is None
+
+
+def test_concise_scores_short_complete_on_topic_answers_and_nothing_else():
+    q = "Why is the sky blue?"
+    short = "The sky looks blue because air scatters blue sunlight more than red."
+    long = short + " " + " ".join(["Sunlight contains every colour and the atmosphere bends it."] * 8)
+    assert CONCISE.score(short, q) == 1 / (1 + 12 / 40)
+    assert 0 < CONCISE.score(long, q) < CONCISE.score(short, q)
+    assert CONCISE.score("The sky looks blue because air scatters blue sunlight more", q) == 0.0  # cut off
+    assert CONCISE.score("I don't know that one, sorry.", q) == 0.0   # complete, but not about the question
+    assert CONCISE.score("Sky: blue.", q) == 0.0                      # not an answer
+    assert CONCISE.score('He said "the sky is blue."', q) > 0          # a closing quote after the full stop
+    assert CONCISE.choose(q, [long, short]) == preference.Choice(chosen=1, rejected=0)
+    assert CONCISE.choose(q, ["cut off sky", "also cut off sky"]) is None
+
+
+def test_heldout_prompts_are_never_asked_by_the_simulated_users():
+    for p in preference.PREFERENCES.values():
+        assert p.heldout_prompts and not set(p.heldout_prompts) & set(p.prompts)
+    assert len(CONCISE.heldout_prompts) >= 20 and len(CONCISE.prompts) >= 60
 
 
 def test_permutation_p_value_separates_a_real_shift_from_noise():
@@ -52,3 +75,22 @@ def test_the_live_view_shows_counts_versions_and_scores():
     text = render(sim, pipe, 90.0, "runs/demo")
     assert "pairs          7" in text and "batches      1" in text
     assert "r/v000001" in text and "ACTIVE" in text and "1.0000" in text
+
+
+def test_the_sign_test_is_exact_and_one_sided():
+    from vllm_train.demo.heldout import sign_test_p
+
+    assert sign_test_p(10, 0) == 1 / 2 ** 10
+    assert sign_test_p(0, 10) == 1.0
+    assert abs(sign_test_p(5, 5) - 0.623046875) < 1e-12  # P(X >= 5), X ~ Bin(10, 1/2)
+    assert sign_test_p(0, 0) == 1.0
+
+
+def test_heldout_comparison_counts_ties_as_half_and_the_sentence_guard_sees_keyword_lists():
+    from vllm_train.demo.heldout import compare, sentence_share
+
+    q = "Why is the sky blue?"
+    short, long = "The sky is blue because air scatters blue light.", "The sky is blue " * 30
+    result = compare(CONCISE, [q, q, q], [long, short, long], [short, short, long])
+    assert (result.wins, result.losses, result.ties) == (1, 0, 2) and result.win_rate == 2 / 3
+    assert sentence_share(["blue sky light air colour", short]) == 0.5

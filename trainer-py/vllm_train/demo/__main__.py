@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from vllm_train.demo import report
-from vllm_train.demo.components import DemoSettings, start_components, start_stack
+from vllm_train.demo import heldout, report
+from vllm_train.demo.components import DemoSettings, real_model_settings, start_components, start_stack
 from vllm_train.demo.monitor import PipelineMonitor
+from vllm_train.demo.preference import PREFERENCES, for_model
 from vllm_train.demo.processes import DemoError, ProcessGroup
 from vllm_train.demo.simulator import FeedbackSimulator
 from vllm_train.demo.view import progress_line, render
+from vllm_train.models import ModelError
 from vllm_train.testing.stack import REPO_ROOT, LocalStackHandle
 
 
@@ -23,13 +25,55 @@ def parse_args(argv):
     p.add_argument("--minutes", type=float, help="run headless for this long, then stop and report")
     p.add_argument("--report", type=Path, help="write summary.json and score.png here (default: the run folder)")
     p.add_argument("--run-dir", type=Path, help="folder for this run's logs, configs, adapters (default runs/demo-<time>)")
-    p.add_argument("--workers", type=int, default=3, help="concurrent simulated users (default 3)")
+    p.add_argument("--model", help="base model: tiny (the default on a CPU: it shows learning within minutes on 2 "
+                                   "cores), smollm2 (the default with --device cuda; after `vllm-train model smollm2`, "
+                                   "done for you), or a model folder / hub name")
+    p.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                   help="engine backend: hf (transformers + PEFT; default) or vllm (needs a GPU and vLLM)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="where the engines (hf) and the trainer run (default cpu; "
+                                                             "cuda with --backend vllm)")
+    p.add_argument("--preference", choices=sorted(PREFERENCES),
+                   help="the simulated users' hidden preference (default: colour for the tiny model, concise for a "
+                        "real chat model; see vllm_train/demo/preference.py)")
+    p.add_argument("--workers", type=int, help="concurrent simulated users (default 3; 16 on a GPU)")
     p.add_argument("--engines", type=int, default=2, help="engine workers (default 2)")
-    p.add_argument("--batch-size", type=int, default=8, help="pairs per preference batch (default 8)")
-    p.add_argument("--publish-every-batches", type=int, default=4, help="batches per adapter version (default 4)")
+    p.add_argument("--batch-size", type=int, help="pairs per preference batch (default 8)")
+    p.add_argument("--publish-every-batches", type=int, help="batches per adapter version (default 4 for the tiny "
+                                                             "model, 2 for a real one, 1 on a GPU)")
     p.add_argument("--temperature", type=float, default=0.7, help="the simulated app's sampling temperature (0.7)")
-    p.add_argument("--learning-rate", type=float, default=3e-3, help="trainer learning rate (default 3e-3)")
+    p.add_argument("--max-tokens", type=int, help="the simulated app's max_tokens (default 24; 128 for a real model)")
+    p.add_argument("--learning-rate", type=float, help="trainer learning rate (default 3e-3 for the tiny model)")
+    p.add_argument("--heldout-samples", type=int, default=4,
+                   help="held-out evaluation at the end: answers per held-out prompt from the base model and from the "
+                        "last version (default 4; 0 skips it)")
     return p.parse_args(argv)
+
+
+def settings_for(args, run_dir: Path) -> tuple[DemoSettings, str, int, int]:
+    """The run's settings, its preference name, max_tokens and simulated users, from the flags and one rule for the
+    defaults: the default model must show learning within 10 minutes where it runs, so the tiny model on a CPU
+    (a real 135M model answers at ~30 tokens/s on 2 cores: too few pairs in 10 minutes) and SmolLM2 on a GPU."""
+    from vllm_train.models import CATALOGUE, TINY, ensure_model, resolve_model
+
+    device = args.device or ("cuda" if args.backend == "vllm" else "cpu")
+    if args.backend == "vllm" and device != "cuda":
+        raise DemoError("--backend vllm serves on a GPU: use --device cuda")
+    name = args.model or ("smollm2" if device == "cuda" else TINY)
+    if name in CATALOGUE:
+        ensure_model(name)  # a no-op once converted
+    model = Path(resolve_model(name))
+    tiny = name == TINY
+    s = DemoSettings(run_dir=run_dir, model=model, backend=args.backend, device=device) if tiny else \
+        real_model_settings(run_dir, model, args.backend, device)
+    s.engines = args.engines
+    for flag, field in (("batch_size", "batch_size"), ("publish_every_batches", "publish_every_batches"),
+                        ("learning_rate", "learning_rate")):
+        if getattr(args, flag) is not None:
+            setattr(s, field, getattr(args, flag))
+    preference = args.preference or for_model(TINY if tiny else str(model)).name
+    max_tokens = args.max_tokens or (24 if tiny else 128)
+    workers = args.workers or (16 if device == "cuda" else 3)
+    return s, preference, max_tokens, workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     report_dir = (args.report or run_dir).resolve()
     headless = args.minutes is not None or not sys.stdout.isatty()
     say = lambda msg: print(msg, flush=True)  # noqa: E731
-    from vllm_train.tiny_model import tiny_model_path
-
-    settings = DemoSettings(run_dir=run_dir, model=tiny_model_path(), engines=args.engines,
-                            batch_size=args.batch_size, publish_every_batches=args.publish_every_batches,
-                            learning_rate=args.learning_rate)
+    try:
+        settings, preference_name, max_tokens, workers = settings_for(args, run_dir)
+    except (DemoError, ModelError) as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 2
+    preference = PREFERENCES[preference_name]
     group = ProcessGroup(run_dir / "logs")
     stack: LocalStackHandle | None = None
     simulator = monitor = None
@@ -62,11 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         stack = start_stack(run_dir)
         say(f"stack      Kafka {stack.bootstrap_servers}, registry {stack.registry_url}")
         endpoints = start_components(group, settings, stack, say)
-        say(f"ready: public API at {endpoints.inference}; simulated users start now")
-        simulator = FeedbackSimulator(endpoints.inference, workers=args.workers, temperature=args.temperature)
+        say(f"ready: public API at {endpoints.inference}; {workers} simulated users start now, hidden preference: "
+            f"{preference.description}")
+        simulator = FeedbackSimulator(endpoints.inference, preference, workers=workers, max_tokens=max_tokens,
+                                      temperature=args.temperature)
         started = time.monotonic()
         simulator.stats.started = started
-        monitor = PipelineMonitor(stack.settings, endpoints.inference, endpoints.trainer_metrics, started)
+        monitor = PipelineMonitor(stack.settings, endpoints.inference, endpoints.trainer_metrics, started, preference)
         monitor.start()
         simulator.start()
         deadline = started + args.minutes * 60 if args.minutes else None
@@ -79,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                     say(progress_line(simulator.stats, monitor.stats, elapsed))
                     last_line = elapsed
             else:
-                sys.stdout.write("\033[H\033[J" + render(simulator.stats, monitor.stats, elapsed, str(run_dir)) + "\n")
+                sys.stdout.write("\033[H\033[J" + render(simulator.stats, monitor.stats, elapsed, str(run_dir),
+                                                         preference.description) + "\n")
                 sys.stdout.flush()
             time.sleep(1.0)
         say("stopping: simulated users first, then waiting for the pipeline to account for every feedback event")
@@ -93,10 +141,29 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)
         monitor.stop()
         summary = report.summarise(simulator.stats, monitor.stats, time.monotonic() - started)
-        report.write(summary, simulator.stats, monitor.stats, report_dir)
+        summary.update(preference=preference.name, model=str(settings.model), backend=settings.backend,
+                       device=settings.device)
+        if args.heldout_samples and summary["last_version"]:
+            say(f"held-out evaluation: {len(preference.heldout_prompts)} prompts the users never asked, "
+                f"{args.heldout_samples} answers each from the base model and from {summary['last_version']}")
+            result = heldout.evaluate(endpoints.inference, preference, summary["last_version"],
+                                      model_path=str(settings.model),
+                                      adapter_dir=run_dir / "adapters" / summary["last_version"],
+                                      samples=args.heldout_samples, max_tokens=max_tokens,
+                                      temperature=args.temperature, device=settings.device)
+            summary["heldout"] = result.as_dict()
+            say(f"held-out: {summary['last_version']} beats base {result.win_rate:.0%} of the time "
+                f"({result.wins} wins, {result.losses} losses, {result.ties} ties; p = {result.p_value:.2g}); "
+                f"drift guard {'holds' if result.drift_guard_holds else 'FAILS'} (KL {result.kl_per_token:.3f} "
+                f"nats/token)")
+        report.write(summary, simulator.stats, monitor.stats, report_dir,
+                     ylabel=f"score: {preference.name} ({'share of colour words' if preference.name == 'colour' else 'short, complete, on topic'})")
         say(json.dumps({k: summary[k] for k in ("versions_published", "versions_activated", "failed_generate_calls",
                                                    "feedback_events", "pairs", "dlq_records", "base_score",
                                                    "last_version_score", "p_value_last_above_base")}))
+        if "heldout" in summary:
+            say(json.dumps({"heldout_" + k: summary["heldout"][k] for k in ("win_rate", "p_value", "kl_per_token",
+                                                                            "drift_guard_holds")}))
         say(f"report: {report_dir / 'summary.json'} and {report_dir / 'score.png'}")
         return 0
     except DemoError as e:

@@ -47,11 +47,14 @@ def write_properties(path: Path, values: dict[str, object]) -> Path:
 
 @dataclass
 class DemoSettings:
-    """The knobs of one demo run (the defaults make the tiny model learn within minutes on 2 cores)."""
+    """The knobs of one demo run. The defaults make the tiny model learn within minutes on 2 cores;
+    :func:`real_model_settings` holds those of a real chat model (:mod:`vllm_train.demo.__main__` picks)."""
 
     run_dir: Path
     model: Path
     engines: int = 2
+    backend: str = "hf"                 # engine backend: hf (CPU or GPU) or vllm (GPU)
+    device: str = "cpu"                 # engines (hf) and trainer
     batch_size: int = 8
     batch_max_wait_s: float = 5.0
     publish_every_batches: int = 4
@@ -59,6 +62,10 @@ class DemoSettings:
     learning_rate: float = 3e-3
     rank: int = 8
     beta: float = 0.1
+    max_prompt_length: int = 64         # trainer: prompt tokens kept (the chat template included)
+    max_length: int = 128               # trainer: prompt + completion tokens kept
+    gpu_memory_utilization: float = 0.25  # vllm: each engine's share of the GPU
+    enforce_eager: bool = True          # vllm: no CUDA graphs (engines start in ~1 min instead of ~2.5)
 
 
 @dataclass
@@ -67,6 +74,26 @@ class Endpoints:
     engines: list[str]
     trainer_metrics: str
     streams_metrics: str
+
+
+def real_model_settings(run_dir: Path, model: Path, backend: str, device: str) -> DemoSettings:
+    """A real chat model (e.g. SmolLM2-135M-Instruct) learning the ``concise`` preference: longer prompts (its chat
+    template carries a system prompt) and answers, LoRA r16, and on a GPU a version per batch (a DPO step there takes
+    tens of milliseconds, so versions can follow feedback closely)."""
+    gpu = device == "cuda"
+    return DemoSettings(run_dir=run_dir, model=model, backend=backend, device=device, batch_size=8,
+                        batch_max_wait_s=3.0 if gpu else 5.0, publish_every_batches=1 if gpu else 2,
+                        publish_every_seconds=10.0 if gpu else 30.0, learning_rate=5e-5 if gpu else 1e-4, rank=16,
+                        beta=0.1, max_prompt_length=128, max_length=320)
+
+
+def engine_flags(s: DemoSettings) -> list[str]:
+    """The backend-specific flags of ``vllm-train serve`` for this run."""
+    if s.backend == "vllm":
+        return ["--backend", "vllm", "--dtype", "bfloat16", "--gpu-memory-utilization", str(s.gpu_memory_utilization),
+                "--max-model-len", "2048", "--max-lora-rank", str(max(16, s.rank)),
+                "--enforce-eager" if s.enforce_eager else "--no-enforce-eager"]
+    return ["--backend", "hf", "--device", s.device]
 
 
 def start_stack(run_dir: Path) -> LocalStackHandle:
@@ -103,13 +130,14 @@ def start_components(group: ProcessGroup, s: DemoSettings, stack: LocalStackHand
     for i in range(s.engines):
         port = free_port()
         engine_addresses.append(f"127.0.0.1:{port}")
-        say(f"engine-{i}   starting (hf backend, tiny model) on 127.0.0.1:{port}")
+        say(f"engine-{i}   starting ({s.backend} backend, {Path(model).name}) on 127.0.0.1:{port}")
         engine_children.append(group.start(f"engine-{i}", [
-            sys.executable, "-m", "vllm_train.cli", "serve", "--backend", "hf", "--model", model, "--port", str(port),
-            "--adapter-root", str(adapters), "--replica", f"engine-{i}", "--device", "cpu"],
+            sys.executable, "-m", "vllm_train.cli", "serve", "--model", model, "--port", str(port),
+            "--adapter-root", str(adapters), "--replica", f"engine-{i}", *engine_flags(s)],
             env={**clean_env, "OMP_NUM_THREADS": "1"}))
     for child, address in zip(engine_children, engine_addresses):
-        group.wait_until(child, lambda a=address: grpc_serving(a), f"serving on {address}")
+        group.wait_until(child, lambda a=address: grpc_serving(a), f"serving on {address}",
+                         timeout=600 if s.backend == "vllm" else 180)
 
     inference_port = free_port()
     say(f"inference  starting (public gRPC API) on 127.0.0.1:{inference_port}")
@@ -124,7 +152,7 @@ def start_components(group: ProcessGroup, s: DemoSettings, stack: LocalStackHand
     group.wait_until(inference, lambda: grpc_serving(f"127.0.0.1:{inference_port}"), "serving")
 
     trainer_metrics = free_port()
-    say("trainer    starting (continuous DPO on a LoRA adapter, CPU)")
+    say(f"trainer    starting (continuous DPO on a LoRA adapter, {s.device})")
     trainer_conf = conf / "trainer.toml"
     trainer_conf.write_text("\n".join([
         f'run.id = "demo-{s.run_dir.name}"', f'adapter.root = "{adapters}"', f"metrics.port = {trainer_metrics}",
@@ -132,7 +160,8 @@ def start_components(group: ProcessGroup, s: DemoSettings, stack: LocalStackHand
         f'registry.url = "{stack.registry_url}"', "gate.margin = 0.25", "gate.min.pairs = 4", "heldout.percent = 10",
         "[train]", f'model = "{model}"', f"rank = {s.rank}", f"alpha = {2 * s.rank}", f"learning_rate = {s.learning_rate}",
         'lr_schedule = "constant"', "warmup_steps = 0", f"beta = {s.beta}", f"micro_batch_size = {s.batch_size}",
-        "max_prompt_length = 64", "max_length = 128", 'device = "cpu"', 'dtype = "float32"', "cpu_threads = 1",
+        f"max_prompt_length = {s.max_prompt_length}", f"max_length = {s.max_length}", f'device = "{s.device}"',
+        f'dtype = "{"float32" if s.device == "cpu" else "auto"}"', "cpu_threads = 1",
         f"publish_every_batches = {s.publish_every_batches}", f"publish_every_seconds = {s.publish_every_seconds}",
         ""]))
     trainer = group.start("trainer", [sys.executable, "-m", "vllm_train.cli", "trainer", "--config", str(trainer_conf)],

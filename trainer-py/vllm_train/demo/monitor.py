@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import grpc
 from confluent_kafka import Consumer
 
-from vllm_train.demo import preference
+from vllm_train.demo.preference import Preference
 from vllm_train.events import AvroCodec, KafkaSettings, topic
 from vllm_train.events.serde import SchemaError
 from vllm_train.events.topics import DLQ_HEADERS
@@ -41,9 +41,17 @@ class PipelineStats:
             return sum(1 for t in self.event_times if now - t <= window) / window
 
 
+def last_user_message(prompt: dict) -> str:
+    """The question of a recorded prompt (its last user message, or its text)."""
+    users = [m["content"] for m in (prompt.get("messages") or []) if m["role"] == "user"]
+    return users[-1] if users else (prompt.get("text") or "")
+
+
 class PipelineMonitor:
-    def __init__(self, settings: KafkaSettings, inference_address: str, trainer_metrics_url: str, started: float):
+    def __init__(self, settings: KafkaSettings, inference_address: str, trainer_metrics_url: str, started: float,
+                 preference: Preference):
         self.settings = settings
+        self.preference = preference
         self.inference_address = inference_address
         self.trainer_metrics_url = trainer_metrics_url
         self.started = started
@@ -81,9 +89,12 @@ class PipelineMonitor:
                             s.event_times.append(time.monotonic())
                     if kind == "preference_pairs":
                         pair = codec.decode(msg.topic(), msg.value())
+                        question = last_user_message(pair["prompt"])
+                        agrees = self.preference.score(pair["chosen"], question) > \
+                            self.preference.score(pair["rejected"], question)
                         with s.lock:
                             s.pair_feedback_ids.update(pair["feedback_ids"])
-                            s.pairs_agreeing += preference.score(pair["chosen"]) > preference.score(pair["rejected"])
+                            s.pairs_agreeing += agrees
                     elif kind == "adapter_versions" and msg.value() is not None:
                         version = codec.decode(msg.topic(), msg.value())
                         with s.lock:

@@ -82,7 +82,8 @@ def summarise(sim: SimulatorStats, pipe: PipelineStats, duration_s: float) -> di
     }
 
 
-def plot(sim: SimulatorStats, pipe: PipelineStats, path: Path, window: int = 60) -> None:
+def plot(sim: SimulatorStats, pipe: PipelineStats, path: Path, window: int = 60,
+         ylabel: str = "hidden-preference score") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,7 +107,7 @@ def plot(sim: SimulatorStats, pipe: PipelineStats, path: Path, window: int = 60)
         ax.text(when / 60.0, ax.get_ylim()[1] * 0.95, version.split("/")[-1], rotation=90, va="top", ha="right",
                 fontsize=8, color="tab:red")
     ax.set_xlabel("minutes")
-    ax.set_ylabel("hidden-preference score (share of colour words)")
+    ax.set_ylabel(ylabel)
     ax.set_title("What the served model says, as it learns from feedback (red: adapter version activated)")
     ax.legend(loc="upper left")
     fig.tight_layout()
@@ -114,7 +115,8 @@ def plot(sim: SimulatorStats, pipe: PipelineStats, path: Path, window: int = 60)
     plt.close(fig)
 
 
-def write(summary: dict, sim: SimulatorStats, pipe: PipelineStats, out_dir: Path) -> None:
+def write(summary: dict, sim: SimulatorStats, pipe: PipelineStats, out_dir: Path,
+          ylabel: str = "hidden-preference score") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot(sim, pipe, out_dir / "score.png")
+    plot(sim, pipe, out_dir / "score.png", ylabel=ylabel)

@@ -1,8 +1,10 @@
 """The feedback simulator: an app that uses the public gRPC API as a real one would.
 
-Each worker loops: ``Generate`` (n=2, temperature 0.7 as a typical app sets it, one of a few prompts) on the inference service, then ``SubmitFeedback`` with
-the PAIRWISE choice of :func:`vllm_train.demo.preference.choose` (no feedback when the two score the same). Every
-response's score is recorded with the adapter version that served it, which is how the demo measures learning.
+Each worker loops: ``Generate`` (n=2, temperature 0.7 as a typical app sets it, one of the preference's training
+prompts) on the inference service, then ``SubmitFeedback`` with the PAIRWISE choice of the hidden
+:class:`~vllm_train.demo.preference.Preference` (no feedback when the two score the same). Every response's score is
+recorded with the adapter version that served it, which is how the demo watches learning live; the held-out
+evaluation at the end (:mod:`vllm_train.demo.heldout`) is what measures it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from vllm_train.demo import preference
+from vllm_train.demo.preference import Preference
 from vllm_train.proto.v1 import common_pb2, feedback_pb2, feedback_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 BASE = "base"
@@ -48,8 +50,10 @@ class SimulatorStats:
 
 
 class FeedbackSimulator:
-    def __init__(self, address: str, workers: int = 3, max_tokens: int = 24, temperature: float = 0.7, seed: int = 0):
+    def __init__(self, address: str, preference: Preference, workers: int = 3, max_tokens: int = 24,
+                 temperature: float = 0.7, seed: int = 0):
         self.address = address
+        self.preference = preference
         self.temperature = temperature
         self.workers = workers
         self.max_tokens = max_tokens
@@ -79,9 +83,9 @@ class FeedbackSimulator:
 
     def _one(self, generate, feedback, rng: random.Random, worker: int) -> None:
         s = self.stats
+        question = rng.choice(self.preference.prompts)
         request = inference_pb2.GenerateRequest(
-            prompt=common_pb2.Prompt(messages=[common_pb2.ChatMessage(role="user", content=rng.choice(
-                preference.PROMPTS))]),
+            prompt=common_pb2.Prompt(messages=[common_pb2.ChatMessage(role="user", content=question)]),
             sampling=common_pb2.SamplingParams(n=2, temperature=self.temperature, max_tokens=self.max_tokens),
             user_id=f"sim-user-{worker}")
         try:
@@ -98,8 +102,8 @@ class FeedbackSimulator:
         with s.lock:
             s.generate_calls += 1
             s.request_ids.add(reply.request_id)
-            s.scores.extend((now, version, preference.score(t)) for t in texts)
-        choice = preference.choose(texts) if len(texts) >= 2 else None
+            s.scores.extend((now, version, self.preference.score(t, question)) for t in texts)
+        choice = self.preference.choose(question, texts) if len(texts) >= 2 else None
         if choice is None:
             with s.lock:
                 s.ties += 1

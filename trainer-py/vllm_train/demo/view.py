@@ -8,7 +8,7 @@ from vllm_train.demo.monitor import PipelineStats
 from vllm_train.demo.simulator import BASE, SimulatorStats
 
 
-def render(sim: SimulatorStats, pipe: PipelineStats, elapsed: float, run_dir: str) -> str:
+def render(sim: SimulatorStats, pipe: PipelineStats, elapsed: float, run_dir: str, preference: str = "") -> str:
     by_version = sim.by_version()
     with pipe.lock:
         c, trainer, active = dict(pipe.counts), dict(pipe.trainer), pipe.active_version
@@ -30,7 +30,7 @@ def render(sim: SimulatorStats, pipe: PipelineStats, elapsed: float, run_dir: st
         f"{trainer.get('vllm_train_tokens_per_second', 0):.0f}",
         f"adapters published {len(published):3d}   active {active or '(base model)'}",
         "",
-        f"{'served by':28s} {'status':10s} {'responses':>9s} {'score':>7s}   hidden preference: name a colour",
+        f"{'served by':28s} {'status':10s} {'responses':>9s} {'score':>7s}   hidden preference: {preference}",
     ]
     versions = [BASE] + [v["version_id"] for v in published]
     for v in versions[-12:]:
