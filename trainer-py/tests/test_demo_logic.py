@@ -94,3 +94,15 @@ def test_heldout_comparison_counts_ties_as_half_and_the_sentence_guard_sees_keyw
     result = compare(CONCISE, [q, q, q], [long, short, long], [short, short, long])
     assert (result.wins, result.losses, result.ties) == (1, 0, 2) and result.win_rate == 2 / 3
     assert sentence_share(["blue sky light air colour", short]) == 0.5
+
+
+def test_batch_to_serving_runs_from_the_newest_batch_of_a_version_to_its_first_reply():
+    from vllm_train.demo.report import batch_to_serving
+
+    sim, pipe = stats_with(set(), set(), set(), [(2.0, BASE, 0.0), (7.5, "r/v000001", 1.0), (9.0, "r/v000001", 1.0)],
+                           [(7.0, "r/v000001")])
+    sim.started_wall = 1000.0
+    pipe.published = [{"version_id": "r/v000001", "batch_ids": ["b1", "b2"]}, {"version_id": "r/v000002",
+                                                                             "batch_ids": ["b3"]}]
+    pipe.batch_times = {"b1": 1001.0, "b2": 1004.5, "b3": 1008.0}
+    assert batch_to_serving(sim, pipe) == [3.0]  # 1007.5 - 1004.5; v000002 never served

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         simulator = FeedbackSimulator(endpoints.inference, preference, workers=workers, max_tokens=max_tokens,
                                       temperature=args.temperature)
         started = time.monotonic()
-        simulator.stats.started = started
+        simulator.stats.started, simulator.stats.started_wall = started, time.time()
         monitor = PipelineMonitor(stack.settings, endpoints.inference, endpoints.trainer_metrics, started, preference)
         monitor.start()
         simulator.start()

@@ -28,6 +28,7 @@ class PipelineStats:
     dlq_feedback_ids: set[str] = field(default_factory=set)
     dlq_reasons: dict[str, int] = field(default_factory=dict)
     published: list[dict] = field(default_factory=list)          # AdapterVersion records, in order
+    batch_times: dict[str, float] = field(default_factory=dict)  # batch id -> wall time its record was produced
     activations: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, version id)
     active_version: str = ""
     version_status: dict[str, str] = field(default_factory=dict)
@@ -95,6 +96,9 @@ class PipelineMonitor:
                         with s.lock:
                             s.pair_feedback_ids.update(pair["feedback_ids"])
                             s.pairs_agreeing += agrees
+                    elif kind == "preference_batches" and msg.key() is not None:
+                        with s.lock:
+                            s.batch_times[msg.key().decode(errors="replace")] = msg.timestamp()[1] / 1000.0
                     elif kind == "adapter_versions" and msg.value() is not None:
                         version = codec.decode(msg.topic(), msg.value())
                         with s.lock:

@@ -30,6 +30,25 @@ def permutation_p_value(base: list[float], other: list[float], rounds: int = 500
     return (hits + 1) / (rounds + 1)
 
 
+def batch_to_serving(sim: SimulatorStats, pipe: PipelineStats) -> list[float]:
+    """For each version: seconds from the newest preference batch it was trained on (its record's Kafka time) to the
+    first response it served (a simulated user's reply labelled with it)."""
+    with sim.lock:
+        first: dict[str, float] = {}
+        for t, version, _ in sim.scores:
+            first[version] = min(first.get(version, t), t)
+        start = sim.started_wall
+    with pipe.lock:
+        batches = dict(pipe.batch_times)
+        published = list(pipe.published)
+    out = []
+    for record in published:
+        times = [batches[b] for b in record.get("batch_ids", []) if b in batches]
+        if times and record["version_id"] in first:
+            out.append(start + first[record["version_id"]] - max(times))
+    return out
+
+
 def summarise(sim: SimulatorStats, pipe: PipelineStats, duration_s: float) -> dict:
     by_version = sim.by_version()
     with pipe.lock:
@@ -52,6 +71,7 @@ def summarise(sim: SimulatorStats, pipe: PipelineStats, duration_s: float) -> di
     last = measured[-1] if measured else None
     base_scores = by_version.get(BASE, [])
     last_scores = by_version.get(last, []) if last else []
+    to_serving = batch_to_serving(sim, pipe)
     in_pair = feedback_ids & accounted_pairs
     in_dlq = (feedback_ids - in_pair) & accounted_dlq
     return {
@@ -76,6 +96,9 @@ def summarise(sim: SimulatorStats, pipe: PipelineStats, duration_s: float) -> di
         "last_version_score": float(np.mean(last_scores)) if last_scores else None,
         "last_version_responses": len(last_scores),
         "p_value_last_above_base": permutation_p_value(base_scores, last_scores),
+        "batch_to_serving_s_p50": round(float(np.median(to_serving)), 3) if to_serving else None,
+        "batch_to_serving_s_max": round(float(np.max(to_serving)), 3) if to_serving else None,
+        "batch_to_serving_versions": len(to_serving),
         "scores_by_version": {v: {"responses": len(s), "mean": round(float(np.mean(s)), 4)}
                               for v, s in by_version.items()},
         "trainer": trainer,

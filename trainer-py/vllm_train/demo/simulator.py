@@ -29,6 +29,7 @@ class SimulatorStats:
     """What the simulator saw; shared by its workers and read by the view (guarded by ``lock``)."""
 
     started: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)      # the same instant on the wall clock
     generate_calls: int = 0
     failed_generate_calls: int = 0
     feedback_events: int = 0
