@@ -70,7 +70,7 @@ class ServerThread:
         self.channel = grpc.insecure_channel(self.address)
         self.stub = engine_pb2_grpc.EngineServiceStub(self.channel)
 
-    def call(self, coro, timeout: float = 120):
+    def call(self, coro, timeout: float = 600):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def service_state(self, adapter: str) -> str | None:
