@@ -35,11 +35,11 @@ def parse_args(argv):
     p.add_argument("--preference", choices=sorted(PREFERENCES),
                    help="the simulated users' hidden preference (default: colour for the tiny model, concise for a "
                         "real chat model; see vllm_train/demo/preference.py)")
-    p.add_argument("--workers", type=int, help="concurrent simulated users (default 3; 16 on a GPU)")
+    p.add_argument("--workers", type=int, help="concurrent simulated users (default 3; 8 on a GPU)")
     p.add_argument("--engines", type=int, default=2, help="engine workers (default 2)")
     p.add_argument("--batch-size", type=int, help="pairs per preference batch (default 8)")
     p.add_argument("--publish-every-batches", type=int, help="batches per adapter version (default 4 for the tiny "
-                                                             "model, 2 for a real one, 1 on a GPU)")
+                                                             "model, 2 for a real one)")
     p.add_argument("--temperature", type=float, default=0.7, help="the simulated app's sampling temperature (0.7)")
     p.add_argument("--max-tokens", type=int, help="the simulated app's max_tokens (default 24; 128 for a real model)")
     p.add_argument("--learning-rate", type=float, help="trainer learning rate (default 3e-3 for the tiny model)")
@@ -72,7 +72,7 @@ def settings_for(args, run_dir: Path) -> tuple[DemoSettings, str, int, int]:
             setattr(s, field, getattr(args, flag))
     preference = args.preference or for_model(TINY if tiny else str(model)).name
     max_tokens = args.max_tokens or (24 if tiny else 128)
-    workers = args.workers or (16 if device == "cuda" else 3)
+    workers = args.workers or (8 if device == "cuda" else 3)
     return s, preference, max_tokens, workers
 
 
