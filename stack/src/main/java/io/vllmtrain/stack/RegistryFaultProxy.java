@@ -42,6 +42,7 @@ public final class RegistryFaultProxy implements AutoCloseable {
   private final Object lock = new Object();
   private int status; // 0: forward
   private boolean hanging;
+  private boolean closed;
 
   private RegistryFaultProxy(String target) throws IOException {
     this.target = target.replaceAll("/+$", "");
@@ -96,8 +97,15 @@ public final class RegistryFaultProxy implements AutoCloseable {
     return faults.get();
   }
 
+  /** Stops listening: from now on connections are refused. */
   @Override
   public void close() {
+    synchronized (lock) {
+      if (closed) {
+        return;
+      }
+      closed = true;
+    }
     heal();
     server.stop(0);
     executor.shutdownNow();
