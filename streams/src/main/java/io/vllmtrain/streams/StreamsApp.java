@@ -46,7 +46,7 @@ public final class StreamsApp implements AutoCloseable {
   public StreamsApp(StreamsAppConfig config, EventSerdes serdes) {
     this.config = config;
     this.metrics = new PairingMetrics(new PrometheusRegistry());
-    this.topology = PreferenceTopology.build(config.rules(), config.batching(), serdes, metrics);
+    this.topology = PreferenceTopology.build(config.rules(), config.batching(), config.limits(), serdes, metrics);
     this.streams = new KafkaStreams(topology, config.streamsProperties());
   }
 

@@ -173,7 +173,7 @@ class LimitsTopologyTest {
     TestRecord<byte[], byte[]> dead = app.deadLetters().get(0);
     assertTrue(header(dead, Topics.DLQ_REASON).startsWith("UNDECODABLE: "));
     assertEquals(Topics.FEEDBACK.name(), header(dead, Topics.DLQ_SOURCE_TOPIC));
-    assertEquals(Integer.toString(garbage.length), header(dead, "dlq.payload.truncated"));
+    assertEquals(Integer.toString(garbage.length), header(dead, Topics.DLQ_PAYLOAD_TRUNCATED));
     assertTrue(dead.value().length < 16 * MIB, "kept " + dead.value().length + " bytes");
     assertArrayEquals(Arrays.copyOf(garbage, dead.value().length), dead.value());
     assertArrayEquals("q1".getBytes(StandardCharsets.UTF_8), dead.key());

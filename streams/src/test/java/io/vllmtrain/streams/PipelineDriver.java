@@ -56,7 +56,7 @@ final class PipelineDriver implements AutoCloseable {
     if (decoder != null) {
       serdes = new EventSerdes(decoder, serdes.pairs(), serdes.batches());
     }
-    driver = new TopologyTestDriver(PreferenceTopology.build(rules, batching, serdes, metrics), props, Events.T0);
+    driver = new TopologyTestDriver(PreferenceTopology.build(rules, batching, RecordLimits.DEFAULTS, serdes, metrics), props, Events.T0);
     StringSerializer keys = new StringSerializer();
     prompts = driver.createInputTopic(Topics.PROMPTS.name(), keys, registry.serializer());
     responses = driver.createInputTopic(Topics.RESPONSES.name(), keys, registry.serializer());
