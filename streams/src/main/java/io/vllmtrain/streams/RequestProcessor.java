@@ -40,6 +40,8 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
   static final String DEADLINES_STORE = "request-deadlines";
   /** How often, in stream time, due wake-ups are handled. */
   static final Duration EXPIRY_CHECK = Duration.ofSeconds(1);
+  /** How long a record whose schema the registry cannot give now is retried before the stream thread gives up. */
+  static final Duration RETRY_IN_PLACE = Duration.ofSeconds(3);
 
   private final PreferencePairer pairer;
   private final Deserializer<Object> decoder;
@@ -104,12 +106,10 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
         deadLetter(source, record, DlqReason.INVALID, "the record has no value");
         return;
       }
-      event = decoder.deserialize(md.topic(), record.headers(), record.value());
+      event = decode(md.topic(), record);
+    } catch (TransientFailure e) {
+      throw e;
     } catch (RuntimeException e) {
-      if (TransientFailure.isCause(e)) {
-        throw new TransientFailure("cannot decode a record of " + md.topic() + " now (" + message(e)
-            + "); the stream thread restarts and reads it again", e);
-      }
       deadLetter(source, record, DlqReason.UNDECODABLE, message(e));
       return;
     }
@@ -283,6 +283,36 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
     context.forward(deadLetters.record(source, record.headers(), reason, detail, record.timestamp()));
     metrics.deadLetter(reason);
     metrics.recordOut(Topics.DLQ.name());
+  }
+
+  /**
+   * Decodes a value; while the registry gives no definite answer, tries again after 100, 200, 400... ms for up to
+   * {@link #RETRY_IN_PLACE} (well inside the transaction timeout), then throws a {@link TransientFailure}: the
+   * stream thread is replaced and reads the record again. A short outage costs no task restore that way.
+   */
+  private Object decode(String topic, Record<byte[], byte[]> record) {
+    long giveUp = System.nanoTime() + RETRY_IN_PLACE.toNanos();
+    long pauseMs = 100;
+    while (true) {
+      try {
+        return decoder.deserialize(topic, record.headers(), record.value());
+      } catch (RuntimeException e) {
+        if (!TransientFailure.isCause(e)) {
+          throw e;
+        }
+        if (System.nanoTime() + pauseMs * 1_000_000 > giveUp) {
+          throw new TransientFailure("cannot decode a record of " + topic + " now (" + message(e)
+              + "); the stream thread restarts and reads it again", e);
+        }
+        try {
+          Thread.sleep(pauseMs);
+        } catch (InterruptedException interrupted) {
+          Thread.currentThread().interrupt();
+          throw new TransientFailure("interrupted while waiting for the registry", e);
+        }
+        pauseMs = Math.min(pauseMs * 2, 1000);
+      }
+    }
   }
 
   private static String message(Throwable e) {
