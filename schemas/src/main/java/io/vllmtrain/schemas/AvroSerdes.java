@@ -6,8 +6,6 @@ import io.apicurio.registry.serde.avro.AvroKafkaSerializer;
 import java.nio.ByteBuffer;
 import java.time.Duration;
 import java.util.Map;
-import java.util.Set;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -114,7 +112,7 @@ public final class AvroSerdes {
   private static final class ExplainingDeserializer<T> implements Deserializer<T> {
     private final Deserializer<T> inner;
     private final String registryUrl;
-    private final Set<Integer> resolved = ConcurrentHashMap.newKeySet();
+    private volatile int[] resolved = new int[0]; // schema ids fetched so far: a handful, scanned without boxing
 
     ExplainingDeserializer(Deserializer<T> inner, String registryUrl) {
       this.inner = inner;
@@ -133,11 +131,11 @@ public final class AvroSerdes {
       }
       int id = schemaId(data);
       try {
-        if (resolved.contains(id)) {
+        if (resolved(id)) {
           return decode(topic, headers, data);
         }
         T value = withTimeout(() -> decode(topic, headers, data), topic, id);
-        resolved.add(id);
+        markResolved(id);
         return value;
       } catch (RegistryUnavailableException e) {
         throw e;
@@ -152,9 +150,26 @@ public final class AvroSerdes {
               + id + " of a record on " + topic + " (" + (status > 0 ? "HTTP " + status : rootMessage(e))
               + "); the record may be valid: retry it later", e);
         }
-        resolved.add(id); // the registry answered: these bytes do not decode with their schema
+        markResolved(id); // the registry answered: these bytes do not decode with their schema
         throw new SerializationException("cannot decode a record on " + topic + " (schema id " + id + "): "
             + rootMessage(e), e);
+      }
+    }
+
+    private boolean resolved(int id) {
+      for (int r : resolved) {
+        if (r == id) {
+          return true;
+        }
+      }
+      return false;
+    }
+
+    private synchronized void markResolved(int id) {
+      if (!resolved(id)) {
+        int[] more = java.util.Arrays.copyOf(resolved, resolved.length + 1);
+        more[resolved.length] = id;
+        resolved = more;
       }
     }
 
