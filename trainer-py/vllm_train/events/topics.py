@@ -25,6 +25,7 @@ class DlqHeaders:
     source_partition: str
     source_offset: str
     component: str
+    payload_truncated: str  # present when a dead letter keeps only the first bytes of its value: the original size
 
 
 def _load() -> tuple[dict[str, TopicSpec], DlqHeaders]:

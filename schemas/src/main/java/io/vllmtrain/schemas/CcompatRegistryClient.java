@@ -91,22 +91,28 @@ final class CcompatRegistryClient {
       request.header("Authorization", authorization);
     }
     try {
-      HttpResponse<String> r = http.send(request.timeout(Duration.ofSeconds(10)).build(),
-          HttpResponse.BodyHandlers.ofString());
-      if (r.statusCode() == 404 && what.startsWith("schema id")) {
+      HttpRequest built = request.timeout(Duration.ofSeconds(10)).build();
+      HttpResponse<String> r = http.send(built, HttpResponse.BodyHandlers.ofString());
+      int status = r.statusCode();
+      if (status == 404 && what.startsWith("schema id")) {
         throw new SerializationException(what + " is unknown to the registry at " + baseUrl);
       }
-      if (r.statusCode() / 100 != 2) {
-        throw new SerializationException("registry at " + baseUrl + " refused to " + what + ": HTTP " + r.statusCode()
-            + " " + r.body().lines().findFirst().orElse(""));
+      if (status / 100 != 2) {
+        String message = "registry at " + baseUrl + " refused to " + what + ": HTTP " + status + " "
+            + r.body().lines().findFirst().orElse("");
+        // A read is only the record's fault when the id is unknown; a refused write (409 incompatible, 422 invalid)
+        // is the schema's. Anything else says nothing about either: try again later.
+        boolean definite = !built.method().equals("GET") && status / 100 == 4 && status != 401
+            && status != 403 && status != 408 && status != 429;
+        throw definite ? new SerializationException(message) : new RegistryUnavailableException(message, null);
       }
       return JSON.readTree(r.body());
     } catch (IOException e) {
-      throw new SerializationException("cannot reach the registry at " + baseUrl + " (" + what + "): " + e.getMessage(),
-          e);
+      throw new RegistryUnavailableException("cannot reach the registry at " + baseUrl + " (" + what + "): "
+          + e.getMessage(), e);
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
-      throw new SerializationException("interrupted while asking the registry for " + what);
+      throw new RegistryUnavailableException("interrupted while asking the registry for " + what, e);
     }
   }
 }

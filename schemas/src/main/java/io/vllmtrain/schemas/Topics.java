@@ -51,6 +51,8 @@ public final class Topics {
   public static final String DLQ_SOURCE_PARTITION = DLQ_HEADERS.get("source_partition");
   public static final String DLQ_SOURCE_OFFSET = DLQ_HEADERS.get("source_offset");
   public static final String DLQ_COMPONENT = DLQ_HEADERS.get("component");
+  /** Present when a dead letter carries only the first bytes of the original value: the original size in bytes. */
+  public static final String DLQ_PAYLOAD_TRUNCATED = DLQ_HEADERS.get("payload_truncated");
 
   private Topics() {}
 

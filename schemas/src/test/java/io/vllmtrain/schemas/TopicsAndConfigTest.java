@@ -21,6 +21,16 @@ class TopicsAndConfigTest {
   }
 
   @Test
+  void everyTopicTheStreamsAppWritesSaysHowLargeARecordItTakes() {
+    assertEquals(16 * 1024 * 1024, Topics.PREFERENCE_BATCHES.maxMessageBytes());
+    assertEquals(16 * 1024 * 1024, Topics.PREFERENCE_PAIRS.maxMessageBytes());
+    assertEquals(16 * 1024 * 1024, Topics.DLQ.maxMessageBytes());
+    assertEquals(TopicSpec.KAFKA_DEFAULT_MAX_MESSAGE_BYTES, Topics.ADAPTER_VERSIONS.maxMessageBytes(),
+        "no limit in the table: a default broker's");
+    assertEquals("dlq.payload.truncated", Topics.DLQ_PAYLOAD_TRUNCATED);
+  }
+
+  @Test
   void joinInputsAreCoPartitioned() {
     assertEquals(Topics.PROMPTS.partitions(), Topics.RESPONSES.partitions());
     assertEquals(Topics.PROMPTS.partitions(), Topics.FEEDBACK.partitions());

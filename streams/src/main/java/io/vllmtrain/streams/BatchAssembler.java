@@ -22,14 +22,16 @@ import org.apache.kafka.streams.state.Stores;
 /**
  * Collects pairs into {@link PreferenceBatch}es: a batch closes when it holds {@link BatchPolicy#size()} pairs, or
  * {@link BatchPolicy#maxWait()} of wall-clock time after its first pair arrived (a wall-clock punctuator checks),
- * whichever comes first. Each task (input partition) fills its own batch. The open batch lives in a store with a
- * changelog, so a restart resumes it; its id hashes the sorted pair ids, so a consumer can de-duplicate.
+ * whichever comes first, and early when the next pair would take it over {@link BatchPolicy#maxBytes()} (that pair
+ * opens the next batch; a pair too large for a batch of its own never gets here). Each task (input partition) fills
+ * its own batch. The open batch lives in a store with a changelog, so a restart resumes it; its id hashes the sorted
+ * pair ids, so a consumer can de-duplicate.
  *
  * <p>The store is the only one with a record cache: a batch usually fills and closes within one commit interval,
  * so its pairs are put and deleted in the cache and never reach RocksDB or the changelog; only a batch still open
  * at a commit is written out.
  */
-final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPair, String, byte[]> {
+final class BatchAssembler implements Processor<String, EncodedPair, String, byte[]> {
   /** Pairs of the open batch under their sequence number, and the batch's {@link OpenBatch} under {@link #OPEN_KEY}. */
   static final String STORE = "batch-open";
   /** Key of the open batch's {@link OpenBatch}; its pairs are under "0", "1", ... in the order they arrived. */
@@ -44,9 +46,6 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
    */
   record OpenBatch(long firstPairWallClockMs, long windowStartMs) {}
 
-  /** A pair and its registry encoding, made once and shared by the pairs sink and the batch store. */
-  record EncodedPair(PreferencePair pair, byte[] bytes) {}
-
   private final BatchPolicy policy;
   private final Serde<PreferencePair> pairSerde;
   private final BatchEncoder encoder;
@@ -55,6 +54,7 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
   private KeyValueStore<String, byte[]> pairs;
   private OpenBatch batch; // null when no batch is open
   private List<EncodedPair> members;
+  private long memberBytes; // the members' encodings, in bytes
 
   BatchAssembler(BatchPolicy policy, Serde<PreferencePair> pairSerde, Serializer<PreferenceBatch> batchSerializer,
       PairingMetrics metrics) {
@@ -98,11 +98,14 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
     // does not read every pair back. init runs again whenever the task's state is restored, so this reloads.
     batch = OPEN_SERDE.deserializer().deserialize(STORE, pairs.get(OPEN_KEY));
     members = new ArrayList<>(policy.size());
+    memberBytes = 0;
     if (batch != null) {
       String topic = Topics.PREFERENCE_PAIRS.name();
       for (byte[] bytes = pairs.get(seqKey(0)); bytes != null; bytes = pairs.get(seqKey(members.size()))) {
         PreferencePair pair = pairSerde.deserializer().deserialize(topic, bytes);
-        members.add(new EncodedPair(pair, pairSerde.serializer().serialize(topic, pair)));
+        EncodedPair member = new EncodedPair(pair, pairSerde.serializer().serialize(topic, pair));
+        members.add(member);
+        memberBytes += member.bytes().length;
       }
     }
     context.schedule(policy.checkInterval(), PunctuationType.WALL_CLOCK_TIME, this::closeIfWaitedEnough);
@@ -111,6 +114,10 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
   @Override
   public void process(Record<String, EncodedPair> record) {
     PreferencePair pair = record.value().pair();
+    int bytes = record.value().bytes().length;
+    if (batch != null && !policy.fits(memberBytes + bytes)) {
+      emitBatch();
+    }
     if (batch == null) {
       batch = new OpenBatch(context.currentSystemTimeMs(), pair.getCreatedAt().toEpochMilli());
       pairs.put(OPEN_KEY, OPEN_SERDE.serializer().serialize(STORE, batch));
@@ -118,6 +125,7 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
     // Slots are reused from 0 by every batch: the store (and its cache) never holds more than N + 1 keys.
     pairs.put(seqKey(members.size()), record.value().bytes());
     members.add(record.value());
+    memberBytes += bytes;
     if (members.size() >= policy.size()) {
       emitBatch();
     }
@@ -139,6 +147,7 @@ final class BatchAssembler implements Processor<String, BatchAssembler.EncodedPa
     byte[] out = encoder.encode(Topics.PREFERENCE_BATCHES.name(), id, members, batch.windowStartMs(), now);
     batch = null;
     members.clear();
+    memberBytes = 0;
     context.forward(new Record<>(id, out, now, new RecordHeaders()));
     metrics.batch();
     metrics.recordOut(Topics.PREFERENCE_BATCHES.name());

@@ -32,6 +32,11 @@ final class BatchEncoder {
   private static final Logger LOG = LoggerFactory.getLogger(BatchEncoder.class);
   /** Magic byte and 4-byte schema id. */
   static final int FRAMING = 5;
+  /**
+   * An upper bound of a batch's bytes besides its pairs' encodings: framing, batch id (32 hex digits and its length),
+   * the array's count and end, two timestamps.
+   */
+  static final int BATCH_OVERHEAD = 64;
 
   private final Serializer<PreferenceBatch> serializer;
   private final ByteArrayOutputStream out = new ByteArrayOutputStream(64 * 1024);
@@ -44,7 +49,7 @@ final class BatchEncoder {
   }
 
   /** The batch's value for {@code topic}; {@code pairs} hold each pair with its registry encoding, in order. */
-  byte[] encode(String topic, String batchId, List<BatchAssembler.EncodedPair> pairs, long windowStartMs,
+  byte[] encode(String topic, String batchId, List<EncodedPair> pairs, long windowStartMs,
       long windowEndMs) {
     if (!splice || !pairs.stream().allMatch(p -> framed(p.bytes()))) {
       return whole(topic, batchId, pairs, windowStartMs, windowEndMs);
@@ -61,14 +66,14 @@ final class BatchEncoder {
     return splice(batchId, pairs, windowStartMs, windowEndMs);
   }
 
-  private byte[] whole(String topic, String batchId, List<BatchAssembler.EncodedPair> pairs, long windowStartMs,
+  private byte[] whole(String topic, String batchId, List<EncodedPair> pairs, long windowStartMs,
       long windowEndMs) {
-    List<PreferencePair> members = pairs.stream().map(BatchAssembler.EncodedPair::pair).toList();
+    List<PreferencePair> members = pairs.stream().map(EncodedPair::pair).toList();
     return serializer.serialize(topic, PreferenceBatch.newBuilder().setBatchId(batchId).setPairs(members)
         .setWindowStart(Instant.ofEpochMilli(windowStartMs)).setWindowEnd(Instant.ofEpochMilli(windowEndMs)).build());
   }
 
-  private byte[] splice(String batchId, List<BatchAssembler.EncodedPair> pairs, long windowStartMs,
+  private byte[] splice(String batchId, List<EncodedPair> pairs, long windowStartMs,
       long windowEndMs) {
     out.reset();
     out.writeBytes(framing);
@@ -76,14 +81,14 @@ final class BatchEncoder {
     return out.toByteArray();
   }
 
-  private void writeBody(String batchId, List<BatchAssembler.EncodedPair> pairs, long windowStartMs,
+  private void writeBody(String batchId, List<EncodedPair> pairs, long windowStartMs,
       long windowEndMs) {
     encoder = EncoderFactory.get().directBinaryEncoder(out, encoder);
     try {
       encoder.writeString(batchId);
       encoder.writeArrayStart();
       encoder.setItemCount(pairs.size());
-      for (BatchAssembler.EncodedPair p : pairs) {
+      for (EncodedPair p : pairs) {
         encoder.startItem();
         encoder.writeFixed(p.bytes(), FRAMING, p.bytes().length - FRAMING);
       }

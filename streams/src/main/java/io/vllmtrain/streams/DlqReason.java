@@ -12,8 +12,17 @@ public enum DlqReason {
   KEY_MISMATCH,
   /** A required id or field is missing or out of range. */
   INVALID,
-  /** Feedback whose prompt or response(s) did not arrive within the grace period (or had left retention). */
+  /**
+   * Feedback whose prompt or response(s) did not arrive within the grace period (or had left retention, or its
+   * request was never seen within the orphan retention).
+   */
   UNKNOWN_RESPONSE,
+  /** The record would make a state value of its request larger than {@code streams.state.max.bytes}. */
+  STATE_TOO_LARGE,
+  /** The feedback completes a pair too large for a batch of its own ({@code streams.batch.max.bytes}). */
+  PAIR_TOO_LARGE,
+  /** The request already has {@code streams.feedback.max.per.request} feedback events. */
+  FEEDBACK_LIMIT,
   /** The record made the app fail in a way the rules did not foresee; kept so that nothing is lost. */
   PROCESSING_ERROR;
 

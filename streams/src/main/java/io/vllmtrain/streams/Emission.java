@@ -1,11 +1,9 @@
 package io.vllmtrain.streams;
 
-import io.vllmtrain.events.PreferencePair;
-
-/** What {@link RequestProcessor} forwards; the topology splits the stream by kind. */
+/** What {@link RequestProcessor} and {@link CrossRequestProcessor} forward; the topology splits the stream by kind. */
 sealed interface Emission {
-  /** A preference pair, keyed by pair id. */
-  record Pair(PreferencePair pair) implements Emission {}
+  /** A preference pair with its registry encoding, keyed by pair id. */
+  record Pair(EncodedPair encoded) implements Emission {}
 
   /** A rated response for the cross-request pairing, keyed by its {@link PromptKey}. */
   record Candidate(RatedResponse rated) implements Emission {}

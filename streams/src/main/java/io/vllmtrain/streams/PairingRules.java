@@ -14,6 +14,8 @@ import java.time.Duration;
  * @param editWeight              weight of an EDIT pair
  * @param feedbackGrace           how long feedback waits for the prompt and responses it refers to
  * @param retention               how long a request's prompt, responses and feedback are kept for late feedback
+ * @param feedbackPerRequest      how many feedback events one request takes; more go to the DLQ
+ * @param orphanRetention         how long feedback on a request never seen (no prompt, no response) is kept
  */
 public record PairingRules(
     double ratingMargin,
@@ -23,10 +25,12 @@ public record PairingRules(
     double pairwiseWeight,
     double editWeight,
     Duration feedbackGrace,
-    Duration retention) {
+    Duration retention,
+    int feedbackPerRequest,
+    Duration orphanRetention) {
 
   public static final PairingRules DEFAULTS = new PairingRules(0.25, true, 0.5, 16, 1.0, 1.0,
-      Duration.ofMinutes(5), Duration.ofDays(7));
+      Duration.ofMinutes(5), Duration.ofDays(7), 100, Duration.ofHours(1));
 
   public PairingRules {
     require(ratingMargin > 0 && ratingMargin <= 1, "rating margin must be in (0, 1], got " + ratingMargin);
@@ -38,11 +42,15 @@ public record PairingRules(
     require(!feedbackGrace.isNegative(), "feedback grace must not be negative, got " + feedbackGrace);
     require(retention.compareTo(feedbackGrace) > 0, "retention (" + retention
         + ") must be longer than the feedback grace (" + feedbackGrace + ")");
+    require(feedbackPerRequest >= 1, "feedback per request must be >= 1, got " + feedbackPerRequest);
+    require(orphanRetention.compareTo(feedbackGrace) >= 0 && orphanRetention.compareTo(retention) <= 0,
+        "orphan retention (" + orphanRetention + ") must be at least the feedback grace (" + feedbackGrace
+            + ") and at most the retention (" + retention + ")");
   }
 
   public PairingRules withCrossRequest(boolean enabled) {
     return new PairingRules(ratingMargin, enabled, crossRequestMargin, crossRequestCandidates, pairwiseWeight,
-        editWeight, feedbackGrace, retention);
+        editWeight, feedbackGrace, retention, feedbackPerRequest, orphanRetention);
   }
 
   static void require(boolean ok, String message) {

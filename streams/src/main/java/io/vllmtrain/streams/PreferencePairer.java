@@ -29,6 +29,9 @@ import java.util.Set;
  *   <li>EDIT: the edited text is chosen over the original response.
  *   <li>A repeated feedback id is ignored; a pair never has the same text (ignoring surrounding white space) on both
  *       sides; feedback whose prompt or responses have not arrived waits up to the grace period, then is rejected.
+ *   <li>A request takes at most {@code feedbackPerRequest} feedback events; more are rejected. Feedback on a request
+ *       never seen is forgotten {@code orphanRetention} after the first (what still waits then is rejected), not
+ *       after the full retention.
  * </ul>
  *
  * <p>Pair ids hash the rule, the response ids and the feedback ids, so a replay forms the same ids; a pair's
@@ -36,7 +39,7 @@ import java.util.Set;
  */
 public final class PreferencePairer {
   /** What became of an incoming feedback event. */
-  public enum Verdict { PAIRED, NO_PAIR, PENDING, DUPLICATE }
+  public enum Verdict { PAIRED, NO_PAIR, PENDING, DUPLICATE, REFUSED }
 
   /** Feedback given up on, with the reason it goes to the DLQ. */
   record Rejection(ReceivedFeedback feedback, DlqReason reason, String detail) {}
@@ -44,11 +47,16 @@ public final class PreferencePairer {
   /**
    * The result of one step for one request.
    *
-   * @param state   the request's feedback state afterwards; null when it is to be deleted
-   * @param verdict the incoming feedback's fate; null for steps without one
+   * @param state    the request's feedback state afterwards; null when it is to be deleted
+   * @param verdict  the incoming feedback's fate; null for steps without one
+   * @param formedBy pair id → the feedback whose arrival (or whose responses' arrival) completed that pair
    */
   record Outcome(FeedbackState state, List<PreferencePair> pairs, List<RatedResponse> rated,
-                 List<Rejection> rejected, Verdict verdict) {}
+                 List<Rejection> rejected, Verdict verdict, Map<String, ReceivedFeedback> formedBy) {
+    Outcome(FeedbackState state, Verdict verdict) {
+      this(state, List.of(), List.of(), List.of(), verdict, Map.of());
+    }
+  }
 
   /** The result of offering a rated response to the cross-request candidates; {@code set} null = delete. */
   record CrossOutcome(CandidateSet set, List<PreferencePair> pairs) {}
@@ -69,12 +77,18 @@ public final class PreferencePairer {
   Outcome onFeedback(RequestEvents request, FeedbackState state, ReceivedFeedback feedback) {
     FeedbackState before = state != null ? state : FeedbackState.empty(feedback.timestamp());
     if (before.seenIds().contains(feedback.id())) {
-      return new Outcome(before, List.of(), List.of(), List.of(), Verdict.DUPLICATE);
+      return new Outcome(before, Verdict.DUPLICATE);
+    }
+    if (before.seenIds().size() >= rules.feedbackPerRequest()) {
+      return new Outcome(before, List.of(), List.of(), List.of(new Rejection(feedback, DlqReason.FEEDBACK_LIMIT,
+          "request " + feedback.event().getRequestId() + " already has " + before.seenIds().size()
+              + " feedback events, the most one request takes (" + StreamsAppConfig.FEEDBACK_PER_REQUEST + " = "
+              + rules.feedbackPerRequest() + ")")), Verdict.REFUSED, Map.of());
     }
     Step step = new Step(before);
     step.seenIds.add(feedback.id());
     Verdict verdict;
-    if (step.apply(request, feedback.event(), feedback.timestamp())) {
+    if (step.apply(request, feedback, feedback.timestamp())) {
       verdict = step.pairs.isEmpty() ? Verdict.NO_PAIR : Verdict.PAIRED;
     } else {
       step.pending.add(feedback);
@@ -86,12 +100,12 @@ public final class PreferencePairer {
   /** Retries waiting feedback, in arrival order, after the prompt or a response of the request arrived. */
   Outcome onRequestChanged(RequestEvents request, FeedbackState state, long timestamp) {
     if (state == null || state.pending().isEmpty()) {
-      return new Outcome(state, List.of(), List.of(), List.of(), null);
+      return new Outcome(state, null);
     }
     Step step = new Step(state);
     step.pending.clear();
     for (ReceivedFeedback waiting : state.pending()) {
-      if (!step.apply(request, waiting.event(), timestamp)) {
+      if (!step.apply(request, waiting, timestamp)) {
         step.pending.add(waiting);
       }
     }
@@ -100,17 +114,24 @@ public final class PreferencePairer {
 
   /**
    * At stream time {@code now}: rejects feedback that waited past the grace period; drops the feedback state once
-   * it, or the request it belongs to, is past retention.
+   * it, or the request it belongs to, is past retention, or once it is past the orphan retention while its request
+   * was never seen (rejecting what still waits).
    */
   Outcome expire(RequestEvents request, FeedbackState state, long now) {
     if (state == null) {
-      return new Outcome(null, List.of(), List.of(), List.of(), null);
+      return new Outcome(null, null);
     }
     Step step = new Step(state);
     step.pending.clear();
-    boolean forget = expired(state.firstSeenMs(), now) || (request != null && expired(request.firstSeenMs(), now));
+    boolean orphan = request == null && now >= orphanDeadline(state.firstSeenMs());
+    boolean forget = orphan || expired(state.firstSeenMs(), now)
+        || (request != null && expired(request.firstSeenMs(), now));
     for (ReceivedFeedback waiting : state.pending()) {
-      if (forget || pendingDeadline(waiting) <= now) {
+      if (orphan) {
+        step.rejected.add(new Rejection(waiting, DlqReason.UNKNOWN_RESPONSE, missing(request, waiting.event())
+            + " did not arrive: feedback on a request never seen is kept for " + rules.orphanRetention() + " ("
+            + StreamsAppConfig.ORPHAN_RETENTION + ")"));
+      } else if (forget || pendingDeadline(waiting) <= now) {
         step.rejected.add(new Rejection(waiting, DlqReason.UNKNOWN_RESPONSE, missing(request, waiting.event())
             + " did not arrive within " + rules.feedbackGrace() + " of the feedback (requests are kept for "
             + rules.retention() + ")"));
@@ -119,7 +140,7 @@ public final class PreferencePairer {
       }
     }
     Outcome out = step.outcome(null);
-    return forget ? new Outcome(null, out.pairs(), out.rated(), out.rejected(), null) : out;
+    return forget ? new Outcome(null, out.pairs(), out.rated(), out.rejected(), null, out.formedBy()) : out;
   }
 
   /** Whether something first seen at {@code firstSeenMs} has left retention at stream time {@code now}. */
@@ -133,6 +154,11 @@ public final class PreferencePairer {
 
   long retentionDeadline(long firstSeenMs) {
     return firstSeenMs + rules.retention().toMillis();
+  }
+
+  /** When feedback state first seen at {@code firstSeenMs} is forgotten if its request has not been seen by then. */
+  long orphanDeadline(long firstSeenMs) {
+    return firstSeenMs + rules.orphanRetention().toMillis();
   }
 
   /** Cross-request rule: pairs {@code incoming} with candidates from other requests, then keeps it as one. */
@@ -168,10 +194,7 @@ public final class PreferencePairer {
     while (candidates.size() > rules.crossRequestCandidates()) {
       candidates.remove(0);
     }
-    Set<String> kept = new LinkedHashSet<>();
-    candidates.forEach(c -> kept.add(c.responseId()));
-    emitted.removeIf(key -> !kept.containsAll(List.of(key.split(">", 2))));
-    return new CrossOutcome(new CandidateSet(candidates, new ArrayList<>(emitted)), pairs);
+    return new CrossOutcome(CandidateSet.keeping(candidates, new ArrayList<>(emitted)), pairs);
   }
 
   /** Drops candidates past retention at stream time {@code now}; null when none is left. */
@@ -180,14 +203,7 @@ public final class PreferencePairer {
       return null;
     }
     List<RatedResponse> kept = set.candidates().stream().filter(c -> !expired(c.timestamp(), now)).toList();
-    if (kept.isEmpty()) {
-      return null;
-    }
-    Set<String> ids = new LinkedHashSet<>();
-    kept.forEach(c -> ids.add(c.responseId()));
-    List<String> emitted = set.emittedPairs().stream()
-        .filter(key -> ids.containsAll(List.of(key.split(">", 2)))).toList();
-    return new CandidateSet(kept, emitted);
+    return kept.isEmpty() ? null : CandidateSet.keeping(kept, set.emittedPairs());
   }
 
   // Lowest/highest rating first, ties broken by feedback id so that the choice is deterministic.
@@ -270,6 +286,7 @@ public final class PreferencePairer {
     final Set<String> emitted;
     final List<ReceivedFeedback> pending;
     final List<PreferencePair> pairs = new ArrayList<>();
+    final Map<String, ReceivedFeedback> formedBy = new LinkedHashMap<>();
     final List<RatedResponse> rated = new ArrayList<>();
     final List<Rejection> rejected = new ArrayList<>();
 
@@ -283,11 +300,17 @@ public final class PreferencePairer {
 
     Outcome outcome(Verdict verdict) {
       FeedbackState s = new FeedbackState(firstSeenMs, seenIds, ratings, new ArrayList<>(emitted), pending);
-      return new Outcome(s, pairs, rated, rejected, verdict);
+      return new Outcome(s, pairs, rated, rejected, verdict, formedBy);
+    }
+
+    private void add(PreferencePair pair, ReceivedFeedback by) {
+      pairs.add(pair);
+      formedBy.put(pair.getPairId(), by);
     }
 
     /** Applies one feedback event; false when its prompt or responses are not all known yet. */
-    boolean apply(RequestEvents request, FeedbackEvent f, long timestamp) {
+    boolean apply(RequestEvents request, ReceivedFeedback received, long timestamp) {
+      FeedbackEvent f = received.event();
       if (missing(request, f) != null) {
         return false;
       }
@@ -297,24 +320,25 @@ public final class PreferencePairer {
           ResponseEvent chosen = request.response(f.getChosenResponseId());
           ResponseEvent rejected = request.response(f.getRejectedResponseId());
           if (!sameText(chosen.getText(), rejected.getText())) {
-            pairs.add(pair(PairSource.PAIRWISE, prompt, chosen, rejected, rules.pairwiseWeight(),
-                List.of(f.getFeedbackId()), timestamp));
+            add(pair(PairSource.PAIRWISE, prompt, chosen, rejected, rules.pairwiseWeight(),
+                List.of(f.getFeedbackId()), timestamp), received);
           }
         }
         case EDIT -> {
           ResponseEvent original = request.response(f.getResponseId());
           if (!sameText(f.getEditedText(), original.getText())) {
-            pairs.add(PreferencePairer.pair(PairSource.EDIT, prompt.getRequestId(), prompt.getBaseModel(),
+            add(PreferencePairer.pair(PairSource.EDIT, prompt.getRequestId(), prompt.getBaseModel(),
                 prompt.getPrompt(), f.getEditedText(), original.getText(), null, original.getResponseId(), null,
-                original.getAdapterVersion(), rules.editWeight(), List.of(f.getFeedbackId()), timestamp));
+                original.getAdapterVersion(), rules.editWeight(), List.of(f.getFeedbackId()), timestamp), received);
           }
         }
-        case RATING -> rate(request, f, timestamp);
+        case RATING -> rate(request, received, timestamp);
       }
       return true;
     }
 
-    private void rate(RequestEvents request, FeedbackEvent f, long timestamp) {
+    private void rate(RequestEvents request, ReceivedFeedback received, long timestamp) {
+      FeedbackEvent f = received.event();
       RatingFact fact = new RatingFact(f.getFeedbackId(), f.getUserId(), f.getResponseId(), f.getRating());
       ratings.removeIf(r -> r.sameRater(fact.userId(), fact.responseId()));
       ratings.add(fact);
@@ -330,10 +354,10 @@ public final class PreferencePairer {
         RatingFact lowest = onOther.stream().min(LOWEST_FACT_FIRST).orElseThrow();
         RatingFact highest = onOther.stream().min(HIGHEST_FACT_FIRST).orElseThrow();
         if (fact.rating() - lowest.rating() >= rules.ratingMargin() - EPSILON) {
-          ratingPair(request.prompt(), self, fact, other, lowest, timestamp);
+          ratingPair(request.prompt(), self, fact, other, lowest, timestamp, received);
         }
         if (highest.rating() - fact.rating() >= rules.ratingMargin() - EPSILON) {
-          ratingPair(request.prompt(), other, highest, self, fact, timestamp);
+          ratingPair(request.prompt(), other, highest, self, fact, timestamp, received);
         }
       }
       if (rules.crossRequestEnabled()) {
@@ -345,13 +369,13 @@ public final class PreferencePairer {
     }
 
     private void ratingPair(PromptEvent prompt, ResponseEvent chosen, RatingFact chosenFact, ResponseEvent rejected,
-                            RatingFact rejectedFact, long timestamp) {
+                            RatingFact rejectedFact, long timestamp, ReceivedFeedback received) {
       if (sameText(chosen.getText(), rejected.getText())
           || !emitted.add(chosen.getResponseId() + ">" + rejected.getResponseId())) {
         return;
       }
-      pairs.add(pair(PairSource.RATING, prompt, chosen, rejected, chosenFact.rating() - rejectedFact.rating(),
-          List.of(chosenFact.feedbackId(), rejectedFact.feedbackId()), timestamp));
+      add(pair(PairSource.RATING, prompt, chosen, rejected, chosenFact.rating() - rejectedFact.rating(),
+          List.of(chosenFact.feedbackId(), rejectedFact.feedbackId()), timestamp), received);
     }
 
     private PreferencePair pair(PairSource source, PromptEvent prompt, ResponseEvent chosen, ResponseEvent rejected,

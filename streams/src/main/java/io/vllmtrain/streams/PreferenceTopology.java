@@ -1,6 +1,5 @@
 package io.vllmtrain.streams;
 
-import io.vllmtrain.events.PreferencePair;
 import io.vllmtrain.schemas.Topics;
 import java.util.List;
 import java.util.Map;
@@ -20,11 +19,14 @@ import org.apache.kafka.streams.kstream.Repartitioned;
  *
  * <pre>
  * llm.prompts, llm.responses, llm.feedback (bytes, keyed by request id)
- *   └─ RequestProcessor ─┬─ pairs ───────────────────────────────┬─▶ llm.preference-pairs
+ *   └─ RequestProcessor ─┬─ pairs (encoded) ──────────────────────┬─▶ llm.preference-pairs
  *                        │                                       └─▶ BatchAssembler ─▶ llm.preference-batches
- *                        ├─ rated responses ─▶ repartition by prompt key ─▶ CrossRequestProcessor ─▶ pairs (above)
+ *                        ├─ rated responses ─▶ repartition by prompt key ─▶ CrossRequestProcessor ─┬─▶ pairs (above)
+ *                        │                                                                        └─▶ dead letters
  *                        └─ dead letters ─▶ llm.dlq
  * </pre>
+ *
+ * <p>Each pair is encoded once, where it is formed; a pair too large for a batch is a dead letter there.
  */
 public final class PreferenceTopology {
   /** Name of the internal topic ({@code <application.id>-cross-request-repartition}) keyed by prompt key. */
@@ -32,47 +34,52 @@ public final class PreferenceTopology {
 
   private PreferenceTopology() {}
 
-  public static Topology build(PairingRules rules, BatchPolicy batching, EventSerdes serdes, PairingMetrics metrics) {
+  public static Topology build(PairingRules rules, BatchPolicy batching, RecordLimits limits, EventSerdes serdes,
+                               PairingMetrics metrics) {
     PreferencePairer pairer = new PreferencePairer(rules);
+    var pairEncoder = serdes.pairs().serializer();
     StreamsBuilder builder = new StreamsBuilder();
 
     KStream<String, Emission> emitted = builder
         .stream(List.of(Topics.PROMPTS.name(), Topics.RESPONSES.name(), Topics.FEEDBACK.name()),
             Consumed.with(Serdes.ByteArray(), Serdes.ByteArray()).withName("events"))
-        .process(RequestProcessor.supplier(pairer, serdes.events(), metrics), Named.as("request-processor"));
+        .process(RequestProcessor.supplier(pairer, serdes.events(), pairEncoder, batching, limits, metrics),
+            Named.as("request-processor"));
 
     Map<String, KStream<String, Emission>> kinds = emitted.split(Named.as("emitted-"))
         .branch((k, e) -> e instanceof Emission.Pair, Branched.as("pairs"))
         .branch((k, e) -> e instanceof Emission.Candidate, Branched.as("candidates"))
         .defaultBranch(Branched.as("dead-letters"));
 
-    KStream<String, PreferencePair> pairs = kinds.get("emitted-pairs")
-        .mapValues(e -> ((Emission.Pair) e).pair(), Named.as("pair-value"));
+    KStream<String, EncodedPair> pairs = kinds.get("emitted-pairs")
+        .mapValues(e -> ((Emission.Pair) e).encoded(), Named.as("pair-value"));
+    KStream<String, Emission> deadLetters = kinds.get("emitted-dead-letters");
 
     if (rules.crossRequestEnabled()) {
-      KStream<String, PreferencePair> crossPairs = kinds.get("emitted-candidates")
+      Map<String, KStream<String, Emission>> cross = kinds.get("emitted-candidates")
           .mapValues(e -> ((Emission.Candidate) e).rated(), Named.as("candidate-value"))
           .repartition(Repartitioned.with(Serdes.String(), StateSerdes.ratedResponse())
               .withName(CROSS_REQUEST_TOPIC)
               .withNumberOfPartitions(Topics.FEEDBACK.partitions()))
-          .process(CrossRequestProcessor.supplier(pairer, metrics), Named.as("cross-request-processor"));
-      pairs = pairs.merge(crossPairs, Named.as("all-pairs"));
+          .process(CrossRequestProcessor.supplier(pairer, pairEncoder, batching, limits, metrics),
+              Named.as("cross-request-processor"))
+          .split(Named.as("cross-"))
+          .branch((k, e) -> e instanceof Emission.Pair, Branched.as("pairs"))
+          .defaultBranch(Branched.as("dead-letters"));
+      pairs = pairs.merge(cross.get("cross-pairs").mapValues(e -> ((Emission.Pair) e).encoded(),
+          Named.as("cross-pair-value")), Named.as("all-pairs"));
+      deadLetters = deadLetters.merge(cross.get("cross-dead-letters"), Named.as("all-dead-letters"));
     }
 
-    // Encode each pair once: the same bytes go to llm.preference-pairs, into the batch store and into its batch.
-    var pairEncoder = serdes.pairs().serializer();
-    KStream<String, BatchAssembler.EncodedPair> encoded = pairs.mapValues(
-        p -> new BatchAssembler.EncodedPair(p, pairEncoder.serialize(Topics.PREFERENCE_PAIRS.name(), p)),
-        Named.as("encode-pair"));
-    encoded.mapValues(BatchAssembler.EncodedPair::bytes, Named.as("pair-bytes"))
+    pairs.mapValues(EncodedPair::bytes, Named.as("pair-bytes"))
         .to(Topics.PREFERENCE_PAIRS.name(), Produced.with(Serdes.String(), Serdes.ByteArray()).withName("pairs-sink"));
-    KStream<String, byte[]> batches = encoded.process(
+    KStream<String, byte[]> batches = pairs.process(
         BatchAssembler.supplier(batching, serdes.pairs(), serdes.batches().serializer(), metrics),
         Named.as("batch-assembler"));
     batches.to(Topics.PREFERENCE_BATCHES.name(),
         Produced.with(Serdes.String(), Serdes.ByteArray()).withName("batches-sink"));
 
-    kinds.get("emitted-dead-letters")
+    deadLetters
         .map((k, e) -> KeyValue.pair(((Emission.DeadLetter) e).key(), ((Emission.DeadLetter) e).value()),
             Named.as("dead-letter-bytes"))
         .to(Topics.DLQ.name(), Produced.with(Serdes.ByteArray(), Serdes.ByteArray()).withName("dlq-sink"));

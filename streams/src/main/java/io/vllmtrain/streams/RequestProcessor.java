@@ -9,19 +9,16 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.Set;
 import org.apache.kafka.common.KafkaException;
-import org.apache.kafka.common.header.Headers;
 import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.apache.kafka.common.serialization.Deserializer;
-import org.apache.kafka.common.serialization.Serdes;
+import org.apache.kafka.common.serialization.Serializer;
 import org.apache.kafka.streams.processor.PunctuationType;
 import org.apache.kafka.streams.processor.api.Processor;
 import org.apache.kafka.streams.processor.api.ProcessorContext;
 import org.apache.kafka.streams.processor.api.ProcessorSupplier;
 import org.apache.kafka.streams.processor.api.Record;
 import org.apache.kafka.streams.processor.api.RecordMetadata;
-import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.streams.state.StoreBuilder;
-import org.apache.kafka.streams.state.Stores;
 
 /**
  * Joins prompts, responses and feedback by request id (the three topics are co-partitioned, so one task sees all
@@ -32,6 +29,10 @@ import org.apache.kafka.streams.state.Stores;
  * and wake-ups for the grace period and retention ({@link #DEADLINES_STORE}), driven by stream time. These stores
  * have one key per request, so a record cache would only fill up and evict (write) entries one by one; they write
  * through, leaving the thread's cache to {@link BatchAssembler}, whose pairs it absorbs (see there).
+ *
+ * <p>Limits: a record that would make one of its request's state values larger than
+ * {@link RecordLimits#stateMaxBytes()} changes nothing and goes to the DLQ ({@code STATE_TOO_LARGE}); so does
+ * feedback that completes a pair too large for a batch ({@code PAIR_TOO_LARGE}). Each pair is encoded here, once.
  */
 final class RequestProcessor implements Processor<byte[], byte[], String, Emission> {
   static final String EVENTS_STORE = "request-events";
@@ -39,37 +40,44 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
   static final String DEADLINES_STORE = "request-deadlines";
   /** How often, in stream time, due wake-ups are handled. */
   static final Duration EXPIRY_CHECK = Duration.ofSeconds(1);
+  /** How long a record whose schema the registry cannot give now is retried before the stream thread gives up. */
+  static final Duration RETRY_IN_PLACE = Duration.ofSeconds(3);
 
   private final PreferencePairer pairer;
   private final Deserializer<Object> decoder;
+  private final Serializer<PreferencePair> pairEncoder;
+  private final BatchPolicy batching;
+  private final RecordLimits limits;
   private final PairingMetrics metrics;
+  private final DeadLetters deadLetters;
   private ProcessorContext<String, Emission> context;
-  private KeyValueStore<String, RequestEvents> events;
-  private KeyValueStore<String, FeedbackState> feedback;
+  private BoundedStore<RequestEvents> events;
+  private BoundedStore<FeedbackState> feedback;
   private DeadlineIndex deadlines;
 
-  RequestProcessor(PreferencePairer pairer, Deserializer<Object> decoder, PairingMetrics metrics) {
+  RequestProcessor(PreferencePairer pairer, Deserializer<Object> decoder, Serializer<PreferencePair> pairEncoder,
+                   BatchPolicy batching, RecordLimits limits, PairingMetrics metrics) {
     this.pairer = pairer;
     this.decoder = decoder;
+    this.pairEncoder = pairEncoder;
+    this.batching = batching;
+    this.limits = limits;
     this.metrics = metrics;
+    this.deadLetters = new DeadLetters(limits.deadLetterMaxBytes());
   }
 
   static ProcessorSupplier<byte[], byte[], String, Emission> supplier(PreferencePairer pairer,
-                                                                     Deserializer<Object> decoder,
-                                                                     PairingMetrics metrics) {
+      Deserializer<Object> decoder, Serializer<PreferencePair> pairEncoder, BatchPolicy batching,
+      RecordLimits limits, PairingMetrics metrics) {
     return new ProcessorSupplier<>() {
       @Override
       public Processor<byte[], byte[], String, Emission> get() {
-        return new RequestProcessor(pairer, decoder, metrics);
+        return new RequestProcessor(pairer, decoder, pairEncoder, batching, limits, metrics);
       }
 
       @Override
       public Set<StoreBuilder<?>> stores() {
-        return Set.of(
-            Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(EVENTS_STORE), Serdes.String(),
-                StateSerdes.requestEvents()).withCachingDisabled(),
-            Stores.keyValueStoreBuilder(Stores.persistentKeyValueStore(FEEDBACK_STORE), Serdes.String(),
-                StateSerdes.feedbackState()).withCachingDisabled(),
+        return Set.of(BoundedStore.builder(EVENTS_STORE), BoundedStore.builder(FEEDBACK_STORE),
             DeadlineIndex.storeBuilder(DEADLINES_STORE));
       }
     };
@@ -78,8 +86,10 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
   @Override
   public void init(ProcessorContext<String, Emission> context) {
     this.context = context;
-    events = context.getStateStore(EVENTS_STORE);
-    feedback = context.getStateStore(FEEDBACK_STORE);
+    events = new BoundedStore<>(context.getStateStore(EVENTS_STORE), StateSerdes.requestEvents(),
+        limits.stateMaxBytes());
+    feedback = new BoundedStore<>(context.getStateStore(FEEDBACK_STORE), StateSerdes.feedbackState(),
+        limits.stateMaxBytes());
     deadlines = new DeadlineIndex(context.getStateStore(DEADLINES_STORE));
     context.schedule(EXPIRY_CHECK, PunctuationType.STREAM_TIME, this::expire);
   }
@@ -96,12 +106,10 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
         deadLetter(source, record, DlqReason.INVALID, "the record has no value");
         return;
       }
-      event = decoder.deserialize(md.topic(), record.headers(), record.value());
+      event = decode(md.topic(), record);
+    } catch (TransientFailure e) {
+      throw e;
     } catch (RuntimeException e) {
-      if (TransientFailure.isCause(e)) {
-        throw new TransientFailure("cannot decode a record of " + md.topic() + " now (" + message(e)
-            + "); the stream thread restarts and reads it again", e);
-      }
       deadLetter(source, record, DlqReason.UNDECODABLE, message(e));
       return;
     }
@@ -129,11 +137,10 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
       deadLetter(source, record, problem.reason(), problem.detail());
       return;
     }
-    RequestEvents before = loadEvents(key, record.timestamp());
-    RequestEvents after = before.withPrompt(prompt);
+    RequestEvents before = events.get(key);
+    RequestEvents after = orEmpty(before, record).withPrompt(prompt);
     if (after != before) {
-      events.put(key, after);
-      afterRequestChanged(key, after, record.timestamp());
+      changeRequest(key, before, after, record, source);
     }
   }
 
@@ -143,11 +150,47 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
       deadLetter(source, record, problem.reason(), problem.detail());
       return;
     }
-    RequestEvents before = loadEvents(key, record.timestamp());
-    RequestEvents after = before.withResponse(response);
+    RequestEvents before = events.get(key);
+    RequestEvents after = orEmpty(before, record).withResponse(response);
     if (after != before) {
-      events.put(key, after);
-      afterRequestChanged(key, after, record.timestamp());
+      changeRequest(key, before, after, record, source);
+    }
+  }
+
+  private static RequestEvents orEmpty(RequestEvents events, Record<byte[], byte[]> record) {
+    return events != null ? events : RequestEvents.empty(record.timestamp());
+  }
+
+  /**
+   * Stores a request's new prompt or response and takes in the feedback that waited for it, or, if either state
+   * value would be too large, refuses the record and writes nothing.
+   */
+  private void changeRequest(String key, RequestEvents before, RequestEvents after, Record<byte[], byte[]> record,
+                             SourceRecord source) {
+    byte[] encoded = events.encode(after);
+    if (!events.fits(encoded)) {
+      deadLetter(source, record, DlqReason.STATE_TOO_LARGE, events.tooLarge(key, encoded));
+      return;
+    }
+    FeedbackState state = feedback.get(key);
+    PreferencePairer.Outcome outcome = null;
+    byte[] feedbackEncoded = null;
+    if (state != null && !state.pending().isEmpty()) {
+      outcome = pairer.onRequestChanged(after, state, record.timestamp());
+      feedbackEncoded = feedback.encode(outcome.state());
+      if (!feedback.fits(feedbackEncoded)) {
+        deadLetter(source, record, DlqReason.STATE_TOO_LARGE, feedback.tooLarge(key, feedbackEncoded)
+            + " once the feedback waiting for this record is taken in");
+        return;
+      }
+    }
+    if (before == null) {
+      deadlines.schedule(pairer.retentionDeadline(after.firstSeenMs()), key);
+    }
+    events.put(key, encoded);
+    if (outcome != null) {
+      feedback.put(key, feedbackEncoded);
+      emit(outcome, record.timestamp());
     }
   }
 
@@ -162,37 +205,30 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
     RequestEvents request = events.get(key);
     ReceivedFeedback received = new ReceivedFeedback(event, record.timestamp(), source);
     PreferencePairer.Outcome outcome = pairer.onFeedback(request, state, received);
-    metrics.feedback(outcome.verdict().name());
+    PreferencePairer.Verdict verdict = outcome.verdict();
+    if (verdict == PreferencePairer.Verdict.DUPLICATE || verdict == PreferencePairer.Verdict.REFUSED) {
+      if (verdict == PreferencePairer.Verdict.DUPLICATE) {
+        metrics.feedback(verdict.name());
+      }
+      emit(outcome, record.timestamp()); // a refusal is a dead letter
+      return;
+    }
+    byte[] encoded = feedback.encode(outcome.state());
+    if (!feedback.fits(encoded)) {
+      deadLetter(source, record, DlqReason.STATE_TOO_LARGE, feedback.tooLarge(key, encoded));
+      metrics.feedback("DLQ");
+      return;
+    }
+    metrics.feedback(verdict.name());
     if (state == null && request == null) {
       // Otherwise the request's own retention wake-up forgets its feedback along with it.
-      deadlines.schedule(pairer.retentionDeadline(outcome.state().firstSeenMs()), key);
+      deadlines.schedule(pairer.orphanDeadline(outcome.state().firstSeenMs()), key);
     }
-    if (outcome.verdict() == PreferencePairer.Verdict.PENDING) {
+    if (verdict == PreferencePairer.Verdict.PENDING) {
       deadlines.schedule(pairer.pendingDeadline(received), key);
     }
-    if (outcome.verdict() != PreferencePairer.Verdict.DUPLICATE) {
-      feedback.put(key, outcome.state());
-    }
+    feedback.put(key, encoded);
     emit(outcome, record.timestamp());
-  }
-
-  /** Loads the request's events, creating (and scheduling the retention of) an empty entry for a new request. */
-  private RequestEvents loadEvents(String key, long timestamp) {
-    RequestEvents e = events.get(key);
-    if (e == null) {
-      e = RequestEvents.empty(timestamp);
-      deadlines.schedule(pairer.retentionDeadline(timestamp), key);
-    }
-    return e;
-  }
-
-  private void afterRequestChanged(String key, RequestEvents request, long timestamp) {
-    FeedbackState state = feedback.get(key);
-    if (state != null && !state.pending().isEmpty()) {
-      PreferencePairer.Outcome outcome = pairer.onRequestChanged(request, state, timestamp);
-      feedback.put(key, outcome.state());
-      emit(outcome, timestamp);
-    }
   }
 
   /** Stream-time wake-up: feedback past its grace period goes to the DLQ; requests past retention are forgotten. */
@@ -206,7 +242,7 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
           feedback.delete(key);
         }
       } else if (!outcome.state().equals(state)) {
-        feedback.put(key, outcome.state());
+        feedback.put(key, feedback.encode(outcome.state())); // only shrinks: waiting feedback leaves
       }
       if (request != null && pairer.expired(request.firstSeenMs(), now)) {
         events.delete(key);
@@ -217,7 +253,18 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
 
   private void emit(PreferencePairer.Outcome outcome, long timestamp) {
     for (PreferencePair pair : outcome.pairs()) {
-      context.forward(new Record<>(pair.getPairId(), new Emission.Pair(pair), timestamp, new RecordHeaders()));
+      byte[] bytes = pairEncoder.serialize(Topics.PREFERENCE_PAIRS.name(), pair);
+      if (!batching.fits(bytes.length)) {
+        ReceivedFeedback by = outcome.formedBy().get(pair.getPairId());
+        context.forward(deadLetters.record(by.source(), null, DlqReason.PAIR_TOO_LARGE, "feedback " + by.id()
+            + " forms a pair of " + bytes.length + " bytes, too large for a batch (" + StreamsAppConfig.BATCH_MAX_BYTES
+            + " = " + batching.maxBytes() + ")", timestamp));
+        metrics.deadLetter(DlqReason.PAIR_TOO_LARGE);
+        metrics.recordOut(Topics.DLQ.name());
+        continue;
+      }
+      context.forward(new Record<>(pair.getPairId(), new Emission.Pair(new EncodedPair(pair, bytes)), timestamp,
+          new RecordHeaders()));
       metrics.pair(pair.getSource().name());
       metrics.recordOut(Topics.PREFERENCE_PAIRS.name());
     }
@@ -225,7 +272,7 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
       context.forward(new Record<>(rated.promptKey(), new Emission.Candidate(rated), timestamp, new RecordHeaders()));
     }
     for (PreferencePairer.Rejection r : outcome.rejected()) {
-      context.forward(DeadLetters.record(r.feedback().source(), null, r.reason(), r.detail(), timestamp));
+      context.forward(deadLetters.record(r.feedback().source(), null, r.reason(), r.detail(), timestamp));
       metrics.deadLetter(r.reason());
       metrics.recordOut(Topics.DLQ.name());
       metrics.feedback("DLQ");
@@ -233,10 +280,39 @@ final class RequestProcessor implements Processor<byte[], byte[], String, Emissi
   }
 
   private void deadLetter(SourceRecord source, Record<byte[], byte[]> record, DlqReason reason, String detail) {
-    Headers original = record.headers();
-    context.forward(DeadLetters.record(source, original, reason, detail, record.timestamp()));
+    context.forward(deadLetters.record(source, record.headers(), reason, detail, record.timestamp()));
     metrics.deadLetter(reason);
     metrics.recordOut(Topics.DLQ.name());
+  }
+
+  /**
+   * Decodes a value; while the registry gives no definite answer, tries again after 100, 200, 400... ms for up to
+   * {@link #RETRY_IN_PLACE} (well inside the transaction timeout), then throws a {@link TransientFailure}: the
+   * stream thread is replaced and reads the record again. A short outage costs no task restore that way.
+   */
+  private Object decode(String topic, Record<byte[], byte[]> record) {
+    long giveUp = System.nanoTime() + RETRY_IN_PLACE.toNanos();
+    long pauseMs = 100;
+    while (true) {
+      try {
+        return decoder.deserialize(topic, record.headers(), record.value());
+      } catch (RuntimeException e) {
+        if (!TransientFailure.isCause(e)) {
+          throw e;
+        }
+        if (System.nanoTime() + pauseMs * 1_000_000 > giveUp) {
+          throw new TransientFailure("cannot decode a record of " + topic + " now (" + message(e)
+              + "); the stream thread restarts and reads it again", e);
+        }
+        try {
+          Thread.sleep(pauseMs);
+        } catch (InterruptedException interrupted) {
+          Thread.currentThread().interrupt();
+          throw new TransientFailure("interrupted while waiting for the registry", e);
+        }
+        pauseMs = Math.min(pauseMs * 2, 1000);
+      }
+    }
   }
 
   private static String message(Throwable e) {

@@ -32,9 +32,16 @@ import org.apache.kafka.common.serialization.Serdes;
  * involved. Each value starts with a format byte. Contract records inside (prompts, responses, feedback, pairs) are
  * Avro binary preceded by their schema's fingerprint: a state written under another version of a contract schema
  * fails to load with a clear error instead of being misread.
+ *
+ * <p>Waiting feedback keeps its original record bytes (for its dead letter), which are usually the framing plus
+ * the very Avro bytes stored for the event: then only the 5 framing bytes are stored ({@link #SAME_AS_EVENT}), so
+ * that the state value of a large edit is not twice its size.
  */
 final class StateSerdes {
   private static final byte FORMAT = 1;
+  /** Length marker of original bytes stored as the framing only: framing + the event's Avro bytes just before. */
+  private static final int SAME_AS_EVENT = -2;
+  private static final int FRAMING = 5;
 
   private StateSerdes() {}
 
@@ -59,19 +66,20 @@ final class StateSerdes {
       });
       out.list(v.emittedRatingPairs(), out::str);
       out.list(v.pending(), p -> {
-        out.avro(p.event(), FeedbackEvent.class, FeedbackEvent.SCHEMA$);
+        int body = out.avro(p.event(), FeedbackEvent.class, FeedbackEvent.SCHEMA$);
+        int bodyEnd = out.size;
         out.i64(p.timestamp());
         out.str(p.source().topic());
         out.i32(p.source().partition());
         out.i64(p.source().offset());
         out.bytes(p.source().key());
-        out.bytes(p.source().value());
+        out.original(p.source().value(), body, bodyEnd);
       });
     }, in -> new FeedbackState(in.i64(), in.list(in::str),
         in.list(() -> new RatingFact(in.str(), in.str(), in.str(), in.f64())),
         in.list(in::str),
         in.list(() -> new ReceivedFeedback(in.avro(FeedbackEvent.class, FeedbackEvent.SCHEMA$), in.i64(),
-            new SourceRecord(in.str(), in.i32(), in.i64(), in.bytes(), in.bytes())))));
+            new SourceRecord(in.str(), in.i32(), in.i64(), in.bytes(), in.original())))));
   }
 
   static Serde<RatedResponse> ratedResponse() {
@@ -234,10 +242,25 @@ final class StateSerdes {
       bytes(v == null ? null : v.getBytes(StandardCharsets.UTF_8));
     }
 
-    <T extends SpecificRecordBase> void avro(T v, Class<T> type, Schema schema) {
+    /**
+     * Original record bytes that follow an Avro record written at {@code [body, bodyEnd)}: the framing alone when
+     * they are that framing plus those very bytes.
+     */
+    void original(byte[] value, int body, int bodyEnd) {
+      if (body >= 0 && value != null && value.length == FRAMING + bodyEnd - body && value.length > FRAMING
+          && value[0] == 0 && Arrays.equals(buf, body, bodyEnd, value, FRAMING, value.length)) {
+        i32(SAME_AS_EVENT);
+        write(value, 0, FRAMING);
+      } else {
+        bytes(value);
+      }
+    }
+
+    /** Writes the record; returns where its Avro bytes start (they end at {@link #size}); -1 for null. */
+    <T extends SpecificRecordBase> int avro(T v, Class<T> type, Schema schema) {
       if (v == null) {
         i32(-1);
-        return;
+        return -1;
       }
       AvroCodec<T> codec = AvroCodec.of(type, schema);
       int lengthAt = size;
@@ -256,6 +279,7 @@ final class StateSerdes {
       buf[lengthAt + 1] = (byte) (length >>> 16);
       buf[lengthAt + 2] = (byte) (length >>> 8);
       buf[lengthAt + 3] = (byte) length;
+      return lengthAt + 4 + 8;
     }
 
     <T> void list(List<T> items, java.util.function.Consumer<T> each) {
@@ -268,6 +292,8 @@ final class StateSerdes {
     private static final ThreadLocal<BinaryDecoder> DECODER = new ThreadLocal<>();
     final byte[] buf;
     int pos;
+    private int lastBody; // where the Avro bytes of the last record read start and end
+    private int lastBodyEnd;
 
     In(byte[] bytes) {
       buf = bytes;
@@ -317,6 +343,21 @@ final class StateSerdes {
       return s;
     }
 
+    /** Reads what {@link Out#original} wrote, after the Avro record it may refer to. */
+    byte[] original() {
+      int start = pos;
+      if (i32() != SAME_AS_EVENT) {
+        pos = start;
+        return bytes();
+      }
+      need(FRAMING);
+      byte[] b = new byte[FRAMING + lastBodyEnd - lastBody];
+      System.arraycopy(buf, pos, b, 0, FRAMING);
+      System.arraycopy(buf, lastBody, b, FRAMING, lastBodyEnd - lastBody);
+      pos += FRAMING;
+      return b;
+    }
+
     <T extends SpecificRecordBase> T avro(Class<T> type, Schema schema) {
       int n = i32();
       if (n < 0) {
@@ -326,6 +367,8 @@ final class StateSerdes {
       AvroCodec<T> codec = AvroCodec.of(type, schema);
       int end = pos + n;
       long fingerprint = i64();
+      lastBody = pos;
+      lastBodyEnd = end;
       if (fingerprint != codec.fingerprint) {
         throw new SerializationException("state holds a " + codec.name + " written under another version of its "
             + "schema (fingerprint " + Long.toHexString(fingerprint) + "); reset the app's state after this upgrade");

@@ -41,12 +41,13 @@ public final class StreamsApp implements AutoCloseable {
   private final PairingMetrics metrics;
   private final Topology topology;
   private final KafkaStreams streams;
+  private final Backoff transientBackoff = new Backoff(Duration.ofSeconds(1), Duration.ofSeconds(30));
   private HTTPServer metricsServer;
 
   public StreamsApp(StreamsAppConfig config, EventSerdes serdes) {
     this.config = config;
     this.metrics = new PairingMetrics(new PrometheusRegistry());
-    this.topology = PreferenceTopology.build(config.rules(), config.batching(), serdes, metrics);
+    this.topology = PreferenceTopology.build(config.rules(), config.batching(), config.limits(), serdes, metrics);
     this.streams = new KafkaStreams(topology, config.streamsProperties());
   }
 
@@ -124,14 +125,17 @@ public final class StreamsApp implements AutoCloseable {
             + " (streams.metrics.port; 0 turns it off): " + e.getMessage(), e);
       }
     }
-    // The failed thread's transaction aborts, so nothing is half-written either way. An unreachable registry is
-    // retried (a new thread reads the records again, after a pause); anything else that escapes the processors
-    // (they route bad records to the DLQ) is a bug or a fatal Kafka error: stop rather than skip records.
+    // The failed thread's transaction aborts, so nothing is half-written either way. A registry without a definite
+    // answer is retried (a new thread reads the records again, after a pause that doubles up to 30 s while the
+    // failures go on); anything else that escapes the processors (they route bad records to the DLQ) is a bug or a
+    // fatal Kafka error: stop rather than skip records.
     streams.setUncaughtExceptionHandler(e -> {
       if (TransientFailure.isCause(e)) {
-        LOG.warn("stream thread failed on a network error, replacing it in 2 s: {}", e.getMessage());
+        Duration pause = transientBackoff.next(System.nanoTime());
+        LOG.warn("stream thread failed on a registry or network error, replacing it in {} ms: {}", pause.toMillis(),
+            e.getMessage());
         try {
-          Thread.sleep(2000);
+          Thread.sleep(pause.toMillis());
         } catch (InterruptedException interrupted) {
           Thread.currentThread().interrupt();
         }

@@ -2,6 +2,7 @@ package io.vllmtrain.streams;
 
 import io.vllmtrain.schemas.ConfigSource;
 import io.vllmtrain.schemas.KafkaSettings;
+import io.vllmtrain.schemas.Topics;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.LinkedHashMap;
@@ -12,6 +13,7 @@ import java.util.TreeSet;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.config.TopicConfig;
 import org.apache.kafka.streams.StreamsConfig;
 
 /**
@@ -31,7 +33,13 @@ public record StreamsAppConfig(
     Duration commitInterval,
     BatchPolicy batching,
     PairingRules rules,
+    RecordLimits limits,
     int metricsPort) {
+
+  static final String BATCH_MAX_BYTES = "streams.batch.max.bytes";
+  static final String STATE_MAX_BYTES = "streams.state.max.bytes";
+  static final String FEEDBACK_PER_REQUEST = "streams.feedback.max.per.request";
+  static final String ORPHAN_RETENTION = "streams.feedback.orphan.retention";
 
   /** key → {default, meaning}. Durations take ms, s, m, h or d (e.g. {@code 30s}, {@code 7d}) or ISO-8601. */
   public static final Map<String, String[]> KEYS = keys(
@@ -41,6 +49,7 @@ public record StreamsAppConfig(
       "streams.commit.interval", "100ms", "How often a transaction commits: pairs become visible to read_committed consumers at each commit.",
       "streams.batch.size", "32", "N: a batch is emitted as soon as it holds this many pairs.",
       "streams.batch.max.wait", "30s", "T: ...or this long (wall clock) after its first pair, whichever comes first.",
+      BATCH_MAX_BYTES, Integer.toString(BatchPolicy.DEFAULT_MAX_BYTES), "Largest batch in bytes: a batch closes early rather than grow past it; a pair larger than a batch on its own goes to the DLQ (PAIR_TOO_LARGE).",
       "streams.rating.margin", "0.25", "Two ratings of responses to one request pair when they differ by at least this.",
       "streams.cross.request.enabled", "true", "Also pair rated responses to the same normalised prompt from different requests.",
       "streams.cross.request.margin", "0.5", "Rating gap needed for a cross-request pair.",
@@ -49,6 +58,9 @@ public record StreamsAppConfig(
       "streams.edit.weight", "1.0", "Weight of an EDIT pair.",
       "streams.feedback.grace", "5m", "How long feedback waits for its prompt/responses (out of order) before it goes to the DLQ.",
       "streams.retention", "7d", "How long a request's prompt, responses and feedback are kept for late feedback.",
+      FEEDBACK_PER_REQUEST, "100", "Feedback events one request takes; more go to the DLQ (FEEDBACK_LIMIT).",
+      ORPHAN_RETENTION, "1h", "How long feedback on a request never seen (no prompt, no response) is kept; what still waits then goes to the DLQ.",
+      STATE_MAX_BYTES, Integer.toString(RecordLimits.DEFAULT_STATE_MAX_BYTES), "Largest state value (a request's prompt and responses, or its feedback) in bytes; a record that would outgrow it goes to the DLQ (STATE_TOO_LARGE).",
       "streams.metrics.port", "9404", "Port of the Prometheus /metrics endpoint; 0 turns it off.");
 
   public StreamsAppConfig {
@@ -66,13 +78,33 @@ public record StreamsAppConfig(
       throw new IllegalArgumentException("unknown config key(s) " + unknown + "; known streams.* keys: " + KEYS.keySet());
     }
     Reader r = new Reader(config);
+    KafkaSettings kafka = KafkaSettings.fromConfig(config);
+    int recordMax = producerMaxRequestBytes(kafka);
+    int internalMax = internalTopicMaxBytes(kafka);
+    int batchMax = r.integer(BATCH_MAX_BYTES);
+    int batchLimit = Math.min(Math.min(recordMax, internalMax),
+        Math.min(Topics.PREFERENCE_BATCHES.maxMessageBytes(), Topics.PREFERENCE_PAIRS.maxMessageBytes()))
+        - RecordLimits.RECORD_OVERHEAD;
+    PairingRules.require(batchMax <= batchLimit, BATCH_MAX_BYTES + " (" + ConfigSource.envName(BATCH_MAX_BYTES)
+        + ") = " + batchMax + " is more than Kafka takes: at most " + batchLimit + " (the producer's max.request.size "
+        + recordMax + ", the internal topics' max.message.bytes " + internalMax + " and the limits of "
+        + Topics.PREFERENCE_BATCHES.name() + " and " + Topics.PREFERENCE_PAIRS.name() + " in the topic table)");
+    int stateMax = r.integer(STATE_MAX_BYTES);
+    // A changelog record is a request id and a value; the value holds the request id too.
+    int stateLimit = (Math.min(recordMax, internalMax) - RecordLimits.RECORD_OVERHEAD) / 2;
+    PairingRules.require(stateMax <= stateLimit, STATE_MAX_BYTES + " (" + ConfigSource.envName(STATE_MAX_BYTES)
+        + ") = " + stateMax + " is more than a changelog record can hold: at most " + stateLimit
+        + " (half the producer's max.request.size " + recordMax + " or the internal topics' max.message.bytes "
+        + internalMax + ")");
+    RecordLimits limits = new RecordLimits(stateMax,
+        Math.min(recordMax, Topics.DLQ.maxMessageBytes()) - RecordLimits.RECORD_OVERHEAD);
     return new StreamsAppConfig(
-        KafkaSettings.fromConfig(config),
+        kafka,
         r.string("streams.application.id"),
         Path.of(r.string("streams.state.dir")),
         r.integer("streams.threads"),
         r.duration("streams.commit.interval"),
-        new BatchPolicy(r.integer("streams.batch.size"), r.duration("streams.batch.max.wait")),
+        new BatchPolicy(r.integer("streams.batch.size"), r.duration("streams.batch.max.wait"), batchMax),
         new PairingRules(
             r.decimal("streams.rating.margin"),
             r.bool("streams.cross.request.enabled"),
@@ -81,12 +113,46 @@ public record StreamsAppConfig(
             r.decimal("streams.pairwise.weight"),
             r.decimal("streams.edit.weight"),
             r.duration("streams.feedback.grace"),
-            r.duration("streams.retention")),
+            r.duration("streams.retention"),
+            r.integer(FEEDBACK_PER_REQUEST),
+            r.duration(ORPHAN_RETENTION)),
+        limits,
         r.integer("streams.metrics.port"));
   }
 
   /** The producer's batch size unless {@code kafka.producer.batch.size} or {@code kafka.batch.size} is set. */
   static final int PRODUCER_BATCH_BYTES = 256 * 1024;
+
+  /**
+   * The producer's {@code max.request.size} unless {@code kafka.producer.max.request.size} or
+   * {@code kafka.max.request.size} is set: the largest record limit of the topics the app writes (topic table), where
+   * Kafka's default (1 MB) would refuse batches and dead letters those topics take.
+   */
+  static final int PRODUCER_MAX_REQUEST_BYTES = Math.max(Topics.PREFERENCE_BATCHES.maxMessageBytes(),
+      Math.max(Topics.PREFERENCE_PAIRS.maxMessageBytes(), Topics.DLQ.maxMessageBytes()));
+
+  private static final String INTERNAL_TOPIC_MAX_BYTES = StreamsConfig.topicPrefix(TopicConfig.MAX_MESSAGE_BYTES_CONFIG);
+
+  private static int producerMaxRequestBytes(KafkaSettings kafka) {
+    Map<String, String> c = kafka.client();
+    String v = c.getOrDefault(StreamsConfig.producerPrefix(ProducerConfig.MAX_REQUEST_SIZE_CONFIG),
+        c.get(ProducerConfig.MAX_REQUEST_SIZE_CONFIG));
+    return v == null ? PRODUCER_MAX_REQUEST_BYTES : kafkaInt("kafka." + ProducerConfig.MAX_REQUEST_SIZE_CONFIG, v);
+  }
+
+  /** {@code max.message.bytes} of the changelog and repartition topics that Kafka Streams creates. */
+  private static int internalTopicMaxBytes(KafkaSettings kafka) {
+    String v = kafka.client().get(INTERNAL_TOPIC_MAX_BYTES);
+    return v == null ? producerMaxRequestBytes(kafka) : kafkaInt("kafka." + INTERNAL_TOPIC_MAX_BYTES, v);
+  }
+
+  private static int kafkaInt(String key, String v) {
+    try {
+      return Integer.parseInt(v.trim());
+    } catch (NumberFormatException e) {
+      throw new IllegalArgumentException(key + " (" + ConfigSource.envName(key) + ") = '" + v + "' is not an integer");
+    }
+  }
 
   /** Reads {@code file} (may be null) and the {@code VT_*} variables of {@code env}. */
   public static StreamsAppConfig load(Path file, Map<String, String> env) {
@@ -112,6 +178,13 @@ public record StreamsAppConfig(
     if (!p.containsKey(ProducerConfig.BATCH_SIZE_CONFIG)) {
       p.putIfAbsent(StreamsConfig.producerPrefix(ProducerConfig.BATCH_SIZE_CONFIG), PRODUCER_BATCH_BYTES);
     }
+    // Records as large as the topic table allows (batches, dead letters, changelog values under the limits above);
+    // the app's own limits keep every record below these, so nothing it sends is refused as too large.
+    int recordMax = producerMaxRequestBytes(kafka);
+    if (!p.containsKey(ProducerConfig.MAX_REQUEST_SIZE_CONFIG)) {
+      p.putIfAbsent(StreamsConfig.producerPrefix(ProducerConfig.MAX_REQUEST_SIZE_CONFIG), recordMax);
+    }
+    p.putIfAbsent(INTERNAL_TOPIC_MAX_BYTES, Integer.toString(recordMax));
     // Incremental compaction at low CPU priority (RocksDBSettings); kafka.rocksdb.config.setter replaces it.
     p.putIfAbsent(StreamsConfig.ROCKSDB_CONFIG_SETTER_CLASS_CONFIG, RocksDBSettings.class);
     return p;

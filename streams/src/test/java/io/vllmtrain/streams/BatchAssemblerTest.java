@@ -26,10 +26,10 @@ class BatchAssemblerTest {
         "good " + i, "bad " + i, "a" + i, "b" + i, null, null, 1.0, List.of("f" + i), 1000L + i);
   }
 
-  private Record<String, BatchAssembler.EncodedPair> record(int i) {
+  private Record<String, EncodedPair> record(int i) {
     PreferencePair p = pair(i);
     byte[] bytes = registry.<PreferencePair>serializer().serialize(Topics.PREFERENCE_PAIRS.name(), p);
-    return new Record<>(p.getPairId(), new BatchAssembler.EncodedPair(p, bytes), 1000L + i);
+    return new Record<>(p.getPairId(), new EncodedPair(p, bytes), 1000L + i);
   }
 
   private BatchAssembler start(MockProcessorContext<String, byte[]> context) {

@@ -28,14 +28,14 @@ class BatchEncoderTest {
         "good ✓ " + "x".repeat(i * 37), "bad " + i, "a" + i, "b" + i, null, null, 1.0, List.of("f" + i), 1000L + i);
   }
 
-  private List<BatchAssembler.EncodedPair> pairs(int n) {
-    return IntStream.range(0, n).mapToObj(i -> new BatchAssembler.EncodedPair(pair(i),
+  private List<EncodedPair> pairs(int n) {
+    return IntStream.range(0, n).mapToObj(i -> new EncodedPair(pair(i),
         pairSerializer.serialize(Topics.PREFERENCE_PAIRS.name(), pair(i)))).toList();
   }
 
-  private static PreferenceBatch whole(String id, List<BatchAssembler.EncodedPair> pairs, long start, long end) {
+  private static PreferenceBatch whole(String id, List<EncodedPair> pairs, long start, long end) {
     return PreferenceBatch.newBuilder().setBatchId(id)
-        .setPairs(pairs.stream().map(BatchAssembler.EncodedPair::pair).toList())
+        .setPairs(pairs.stream().map(EncodedPair::pair).toList())
         .setWindowStart(Instant.ofEpochMilli(start)).setWindowEnd(Instant.ofEpochMilli(end)).build();
   }
 
@@ -54,7 +54,7 @@ class BatchEncoderTest {
     AtomicInteger calls = new AtomicInteger();
     BatchEncoder encoder = new BatchEncoder(new Counting(registry.serializer(), calls));
     for (int n : new int[] {1, 3, 32, 200}) { // 200: array counts and lengths of several varint bytes
-      List<BatchAssembler.EncodedPair> pairs = pairs(n);
+      List<EncodedPair> pairs = pairs(n);
       long start = 1_700_000_000_000L + n;
       long end = start + 12_345;
       byte[] spliced = encoder.encode(TOPIC, "batch-" + n, pairs, start, end);
@@ -76,7 +76,7 @@ class BatchEncoderTest {
     };
     AtomicInteger calls = new AtomicInteger();
     BatchEncoder encoder = new BatchEncoder(new Counting(longIds, calls));
-    List<BatchAssembler.EncodedPair> pairs = pairs(4);
+    List<EncodedPair> pairs = pairs(4);
     for (int i = 0; i < 3; i++) {
       assertArrayEquals(longIds.serialize(TOPIC, whole("b", pairs, 1, 2)), encoder.encode(TOPIC, "b", pairs, 1, 2));
     }
@@ -88,9 +88,9 @@ class BatchEncoderTest {
     Serializer<PreferenceBatch> reference = registry.serializer();
     AtomicInteger calls = new AtomicInteger();
     BatchEncoder encoder = new BatchEncoder(new Counting(registry.serializer(), calls));
-    List<BatchAssembler.EncodedPair> pairs = new ArrayList<>(pairs(3));
+    List<EncodedPair> pairs = new ArrayList<>(pairs(3));
     byte[] unframed = pairs.get(1).bytes();
-    pairs.set(1, new BatchAssembler.EncodedPair(pairs.get(1).pair(), Arrays.copyOfRange(unframed, 5, unframed.length)));
+    pairs.set(1, new EncodedPair(pairs.get(1).pair(), Arrays.copyOfRange(unframed, 5, unframed.length)));
     assertArrayEquals(reference.serialize(TOPIC, whole("b", pairs, 1, 2)), encoder.encode(TOPIC, "b", pairs, 1, 2));
     assertEquals(1, calls.get(), "the whole batch");
   }
@@ -101,7 +101,7 @@ class BatchEncoderTest {
     AtomicInteger calls = new AtomicInteger();
     BatchEncoder encoder = new BatchEncoder(new Counting(registry.serializer(), calls));
     // Pair bytes that start with magic byte 0 but carry a 4-byte longer id: splicing them would corrupt the batch.
-    List<BatchAssembler.EncodedPair> pairs = pairs(3).stream().map(p -> new BatchAssembler.EncodedPair(p.pair(),
+    List<EncodedPair> pairs = pairs(3).stream().map(p -> new EncodedPair(p.pair(),
         ByteBuffer.allocate(p.bytes().length + 4).put((byte) 0).putInt(0).put(p.bytes(), 1, p.bytes().length - 1)
             .array())).toList();
     for (int i = 0; i < 2; i++) {

@@ -34,8 +34,10 @@ final class PipelineDriver implements AutoCloseable {
   private final TestInputTopic<String, ResponseEvent> responses;
   private final TestInputTopic<String, FeedbackEvent> feedback;
   private final TestInputTopic<String, byte[]> rawFeedback;
+  private final TestInputTopic<String, byte[]> rawPrompts;
+  private final TestInputTopic<String, byte[]> rawResponses;
   private final TestOutputTopic<String, PreferencePair> pairs;
-  private final TestOutputTopic<String, PreferenceBatch> batches;
+  private final TestOutputTopic<String, byte[]> batches;
   private final TestOutputTopic<byte[], byte[]> dlq;
   private Instant now = Events.T0;
 
@@ -54,16 +56,18 @@ final class PipelineDriver implements AutoCloseable {
     if (decoder != null) {
       serdes = new EventSerdes(decoder, serdes.pairs(), serdes.batches());
     }
-    driver = new TopologyTestDriver(PreferenceTopology.build(rules, batching, serdes, metrics), props, Events.T0);
+    driver = new TopologyTestDriver(PreferenceTopology.build(rules, batching, RecordLimits.DEFAULTS, serdes, metrics), props, Events.T0);
     StringSerializer keys = new StringSerializer();
     prompts = driver.createInputTopic(Topics.PROMPTS.name(), keys, registry.serializer());
     responses = driver.createInputTopic(Topics.RESPONSES.name(), keys, registry.serializer());
     feedback = driver.createInputTopic(Topics.FEEDBACK.name(), keys, registry.serializer());
     rawFeedback = driver.createInputTopic(Topics.FEEDBACK.name(), keys, new ByteArraySerializer());
+    rawPrompts = driver.createInputTopic(Topics.PROMPTS.name(), keys, new ByteArraySerializer());
+    rawResponses = driver.createInputTopic(Topics.RESPONSES.name(), keys, new ByteArraySerializer());
     pairs = driver.createOutputTopic(Topics.PREFERENCE_PAIRS.name(), new StringDeserializer(),
         registry.deserializer(PreferencePair.class));
     batches = driver.createOutputTopic(Topics.PREFERENCE_BATCHES.name(), new StringDeserializer(),
-        registry.deserializer(PreferenceBatch.class));
+        new ByteArrayDeserializer());
     dlq = driver.createOutputTopic(Topics.DLQ.name(), new ByteArrayDeserializer(), new ByteArrayDeserializer());
   }
 
@@ -117,6 +121,16 @@ final class PipelineDriver implements AutoCloseable {
     return this;
   }
 
+  PipelineDriver rawPrompt(String key, byte[] value) {
+    rawPrompts.pipeInput(key, value, now);
+    return this;
+  }
+
+  PipelineDriver rawResponse(String key, byte[] value) {
+    rawResponses.pipeInput(key, value, now);
+    return this;
+  }
+
   byte[] encoded(FeedbackEvent f) {
     return registry.<FeedbackEvent>serializer().serialize(Topics.FEEDBACK.name(), f);
   }
@@ -130,11 +144,37 @@ final class PipelineDriver implements AutoCloseable {
   }
 
   List<PreferenceBatch> batches() {
-    return batches.readValuesToList();
+    var decoder = registry.deserializer(PreferenceBatch.class);
+    return rawBatches().stream().map(b -> decoder.deserialize(Topics.PREFERENCE_BATCHES.name(), b)).toList();
   }
 
   List<TestRecord<byte[], byte[]>> deadLetters() {
     return dlq.readRecordsToList();
+  }
+
+  /** The batches' values as written (registry-framed bytes). */
+  List<byte[]> rawBatches() {
+    return batches.readValuesToList();
+  }
+
+  /** The value of {@code key} in state store {@code store} (null when absent). */
+  Object stored(String store, String key) {
+    return driver.getKeyValueStore(store).get(key);
+  }
+
+  /** The largest key + value, in bytes, written so far to any changelog topic (read once: it drains them). */
+  int largestChangelogRecord() {
+    int largest = 0;
+    for (String topic : driver.producedTopicNames()) {
+      if (topic.endsWith("-changelog")) {
+        for (TestRecord<byte[], byte[]> r : driver.createOutputTopic(topic, new ByteArrayDeserializer(),
+            new ByteArrayDeserializer()).readRecordsToList()) {
+          int size = (r.key() == null ? 0 : r.key().length) + (r.value() == null ? 0 : r.value().length);
+          largest = Math.max(largest, size);
+        }
+      }
+    }
+    return largest;
   }
 
   @Override

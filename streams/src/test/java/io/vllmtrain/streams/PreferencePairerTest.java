@@ -126,7 +126,8 @@ class PreferencePairerTest {
 
   @Test
   void crossRequestCandidatesAreCappedToTheLatestAndExpireAfterRetention() {
-    PairingRules rules = new PairingRules(0.25, true, 0.5, 2, 1.0, 1.0, Duration.ofMinutes(5), Duration.ofDays(1));
+    PairingRules rules = new PairingRules(0.25, true, 0.5, 2, 1.0, 1.0, Duration.ofMinutes(5), Duration.ofDays(1), 100,
+        Duration.ofHours(1));
     PreferencePairer small = new PreferencePairer(rules);
     CandidateSet set = null;
     for (int i = 1; i <= 3; i++) {

@@ -46,6 +46,19 @@ class StateSerdesTest {
   }
 
   @Test
+  void originalBytesThatAreTheEventsOwnEncodingAreStoredOnceAndReadBackWhole() {
+    var edit = Events.edit("f1", "q1", "r1", "x".repeat(100_000));
+    byte[] original = new InMemoryRegistry().<io.vllmtrain.events.FeedbackEvent>serializer().serialize("t", edit);
+    FeedbackState s = new FeedbackState(7, List.of("f1"), List.of(), List.of(),
+        List.of(new ReceivedFeedback(edit, 99, new SourceRecord("llm.feedback", 0, 5, new byte[] {1}, original))));
+    byte[] stored = StateSerdes.feedbackState().serializer().serialize("t", s);
+    assertEquals(true, stored.length < original.length + 1000, stored.length + " bytes stored");
+    FeedbackState back = StateSerdes.feedbackState().deserializer().deserialize("t", stored);
+    assertArrayEquals(original, back.pending().get(0).source().value());
+    assertEquals(edit, back.pending().get(0).event());
+  }
+
+  @Test
   void candidateSetRoundTrip() {
     CandidateSet c = new CandidateSet(List.of(new RatedResponse("k", "q1", "r1", "f1", null, 0.5, "t", null, "m",
         prompt("q1", "p").getPrompt(), 5)), List.of("r1>r2"));

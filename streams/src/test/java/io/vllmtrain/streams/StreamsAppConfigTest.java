@@ -61,6 +61,46 @@ class StreamsAppConfigTest {
   }
 
   @Test
+  void limitsHaveDocumentedDefaults() {
+    StreamsAppConfig c = StreamsAppConfig.from(MINIMAL);
+    assertEquals(4 * 1024 * 1024, c.batching().maxBytes());
+    assertEquals(1024 * 1024, c.limits().stateMaxBytes());
+    assertEquals(100, c.rules().feedbackPerRequest());
+    assertEquals(Duration.ofHours(1), c.rules().orphanRetention());
+    assertEquals(16 * 1024 * 1024 - 1024, c.limits().deadLetterMaxBytes(), "the DLQ's limit in the topic table");
+  }
+
+  @Test
+  void theProducerAndTheInternalTopicsTakeRecordsAsLargeAsTheTopicTableAllows() {
+    Properties p = StreamsAppConfig.from(MINIMAL).streamsProperties();
+    assertEquals(16 * 1024 * 1024, p.get("producer.max.request.size"), "Kafka's default is 1 MB");
+    assertEquals(Integer.toString(16 * 1024 * 1024), p.get("topic.max.message.bytes"));
+
+    Map<String, String> smaller = new java.util.HashMap<>(MINIMAL);
+    smaller.put("kafka.max.request.size", "3145728");
+    smaller.put("streams.batch.max.bytes", "1048576");
+    StreamsAppConfig c = StreamsAppConfig.from(smaller);
+    assertEquals("3145728", c.streamsProperties().get("max.request.size"));
+    assertEquals(null, c.streamsProperties().get("producer.max.request.size"));
+    assertEquals(3145728 - 1024, c.limits().deadLetterMaxBytes(), "dead letters fit the producer's limit");
+  }
+
+  @Test
+  void aLimitLargerThanKafkaTakesIsAConfigErrorThatSaysTheMostItCanBe() {
+    IllegalArgumentException batch = assertThrows(IllegalArgumentException.class,
+        () -> StreamsAppConfig.from(with("kafka.producer.max.request.size", "1048576")));
+    assertTrue(batch.getMessage().startsWith("streams.batch.max.bytes (VT_STREAMS_BATCH_MAX_BYTES) = 4194304 is more "
+        + "than Kafka takes: at most 1047552"), batch.getMessage());
+    IllegalArgumentException state = assertThrows(IllegalArgumentException.class,
+        () -> StreamsAppConfig.from(with("streams.state.max.bytes", "10000000")));
+    assertTrue(state.getMessage().startsWith("streams.state.max.bytes (VT_STREAMS_STATE_MAX_BYTES) = 10000000 is "
+        + "more than a changelog record can hold: at most 8388096"), state.getMessage());
+    IllegalArgumentException orphan = assertThrows(IllegalArgumentException.class,
+        () -> StreamsAppConfig.from(with("streams.feedback.orphan.retention", "1m")));
+    assertTrue(orphan.getMessage().contains("must be at least the feedback grace"), orphan.getMessage());
+  }
+
+  @Test
   void mistakesAreNamedWithTheirKeyAndVariable() {
     IllegalArgumentException typo = assertThrows(IllegalArgumentException.class,
         () -> StreamsAppConfig.from(with("streams.batch.sise", "8")));
