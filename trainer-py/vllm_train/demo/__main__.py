@@ -145,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                        device=settings.device)
         if args.heldout_samples and summary["last_version"]:
             say(f"held-out evaluation: {len(preference.heldout_prompts)} prompts the users never asked, "
-                f"{args.heldout_samples} answers each from the base model and from {summary['last_version']}")
+                f"{args.heldout_samples} answers each from the base model and from {summary['last_version']} "
+                "(trainer stopped, that version activated and pinned, so it stays loaded)")
+            group.stop("trainer")
+            heldout.pin(endpoints.inference, summary["last_version"])
             result = heldout.evaluate(endpoints.inference, preference, summary["last_version"],
                                       model_path=str(settings.model),
                                       adapter_dir=run_dir / "adapters" / summary["last_version"],

@@ -82,6 +82,16 @@ def sentence_share(answers: list[str]) -> float:
     return sum(bool(_SENTENCE.search(a)) for a in answers) / len(answers) if answers else 0.0
 
 
+def pin(address: str, version: str) -> None:
+    """Activates and pins ``version`` on the inference service (AdapterService.Activate), so that no newer version
+    replaces it and it stays loaded while it is evaluated."""
+    from vllm_train.proto.v1 import adapter_pb2, adapter_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        adapter_pb2_grpc.AdapterServiceStub(channel).Activate(adapter_pb2.ActivateRequest(version_id=version),
+                                                              timeout=120)
+
+
 def sample_answers(address: str, version: str, prompts: tuple[str, ...], samples: int, *, max_tokens: int,
                    temperature: float, seed: int = 0, concurrency: int = 4) -> tuple[list[str], list[str]]:
     """(questions, answers): ``samples`` answers to each prompt from ``version`` (``"base"`` for the base model)

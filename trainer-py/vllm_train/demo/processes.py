@@ -11,6 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+class _gone:
+    """Ignores ProcessLookupError: the process group is already gone."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        return kind is ProcessLookupError
+
+
 class DemoError(RuntimeError):
     """Something the demo needs did not start; the message says what and where its log is."""
 
@@ -72,6 +82,20 @@ class ProcessGroup:
                 return
             time.sleep(0.3)
         raise DemoError(f"{child.name}: not {what} after {timeout:.0f} s; see {child.log}:\n{tail(child.log)}")
+
+    def stop(self, name: str, grace: float = 20.0) -> None:
+        """SIGTERM to one child (then SIGKILL after ``grace``); it is no longer watched."""
+        for c in [c for c in self.children if c.name == name]:
+            if c.proc.poll() is None:
+                with _gone():
+                    os.killpg(c.proc.pid, signal.SIGTERM)
+                try:
+                    c.proc.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    with _gone():
+                        os.killpg(c.proc.pid, signal.SIGKILL)
+                    c.proc.wait(timeout=10)
+            self.children.remove(c)
 
     def stop_all(self, grace: float = 20.0) -> None:
         """SIGTERM to every child (newest first, so clients stop before the servers they use), then SIGKILL."""
