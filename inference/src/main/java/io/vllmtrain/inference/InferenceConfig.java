@@ -33,6 +33,8 @@ import java.util.Optional;
  * @param maxN most responses one request may ask for ({@code generate.max.n}, 8)
  * @param defaultMaxTokens max_tokens when a request leaves it 0 ({@code generate.default.max.tokens}, 128)
  * @param maxTokensLimit largest max_tokens a request may ask for ({@code generate.max.tokens.limit}, 4096)
+ * @param limits size limits of prompts, stop strings, ids and edited text ({@code limits.*}; see
+ *     {@link RequestLimits})
  * @param keepVersions adapter versions kept loaded, the active one included, for instant rollback
  *     ({@code rollout.keep}, 3, at least 2 so that requests still running on the previous version finish on it)
  * @param loadTimeout deadline of one LoadAdapter call ({@code rollout.load.timeout.ms}, 60000)
@@ -60,6 +62,7 @@ public record InferenceConfig(
     int maxN,
     int defaultMaxTokens,
     int maxTokensLimit,
+    RequestLimits limits,
     int keepVersions,
     Duration loadTimeout,
     int loadAttempts,
@@ -118,6 +121,14 @@ public record InferenceConfig(
     int maxN = r.integer("generate.max.n", 8, 1, 128);
     int maxTokensLimit = r.integer("generate.max.tokens.limit", 4096, 1, 1_000_000);
     int defaultMaxTokens = r.integer("generate.default.max.tokens", 128, 1, maxTokensLimit);
+    RequestLimits d = RequestLimits.DEFAULTS;
+    RequestLimits limits = new RequestLimits(
+        r.integer("limits.prompt.bytes", d.promptBytes(), 1, 64 * 1024 * 1024),
+        r.integer("limits.prompt.messages", d.promptMessages(), 1, 100_000),
+        r.integer("limits.stop.strings", d.stopStrings(), 0, 1_024),
+        r.integer("limits.stop.bytes", d.stopBytes(), 1, 64 * 1024),
+        r.integer("limits.id.chars", d.idChars(), 64, 64 * 1024),
+        r.integer("limits.edited.text.bytes", d.editedTextBytes(), 1, 64 * 1024 * 1024));
     int keep = r.integer("rollout.keep", 3, 2, 64);
     Duration loadTimeout = r.millis("rollout.load.timeout.ms", 60_000);
     int loadAttempts = r.integer("rollout.load.attempts", 3, 1, 100);
@@ -137,7 +148,7 @@ public record InferenceConfig(
     }
     r.failIfProblems();
     return new InferenceConfig(host, port, tls, grace, eventLoopThreads, metricsEnabled, metricsHost, metricsPort, baseModel, engines,
-        engineTimeout, healthInterval, maxN, defaultMaxTokens, maxTokensLimit, keep, loadTimeout, loadAttempts,
+        engineTimeout, healthInterval, maxN, defaultMaxTokens, maxTokensLimit, limits, keep, loadTimeout, loadAttempts,
         paused, pin, bufferCapacity, flushTimeout, kafka);
   }
 

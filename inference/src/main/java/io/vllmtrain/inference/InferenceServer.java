@@ -132,7 +132,7 @@ public final class InferenceServer {
     metrics.registerEvents(events);
 
     RequestValidator validator = new RequestValidator(config.maxN(), config.defaultMaxTokens(),
-        config.maxTokensLimit());
+        config.maxTokensLimit(), config.limits());
     MetricsInterceptor counted = new MetricsInterceptor(metrics);
     this.server = serverBuilder
         .addService(ServerInterceptors.intercept(

@@ -189,6 +189,99 @@ class InferenceApiTest {
     assertEquals(0, service.kafka.history().size(), "nothing is recorded for a refused request");
   }
 
+  static String bytes(int n) {
+    return "x".repeat(n);
+  }
+
+  static GenerateRequest messages(int count, int bytesEach) {
+    Prompt.Builder p = Prompt.newBuilder();
+    for (int i = 0; i < count; i++) {
+      p.addMessages(ChatMessage.newBuilder().setRole(i % 2 == 0 ? "user" : "assistant").setContent(bytes(bytesEach)));
+    }
+    return GenerateRequest.newBuilder().setPrompt(p).build();
+  }
+
+  /** Past every size limit by one (defaults: docs/inference.md), each refused naming the field and its config key. */
+  static Stream<Arguments> oversizedGenerateRequests() {
+    GenerateRequest ok = chat("Hi");
+    return Stream.of(
+        Arguments.of(GenerateRequest.newBuilder().setPrompt(Prompt.newBuilder().setText(bytes(256 * 1024 + 1)))
+            .build(), "prompt.text: 262145 bytes, above the limit of 262144 (limits.prompt.bytes)"),
+        Arguments.of(GenerateRequest.newBuilder().setPrompt(Prompt.newBuilder().setText("é".repeat(131_073)))
+            .build(), "prompt.text: 262146 bytes, above the limit of 262144 (limits.prompt.bytes)"),
+        Arguments.of(messages(1, 256 * 1024 + 1),
+            "prompt.messages[0].content: 262145 bytes, above the limit of 262144 (limits.prompt.bytes)"),
+        Arguments.of(messages(3, 100 * 1024),
+            "prompt.messages: 307200 bytes of content in all, above the limit of 262144 (limits.prompt.bytes)"),
+        Arguments.of(messages(257, 1), "prompt.messages: 257 messages, above the limit of 256 (limits.prompt.messages)"),
+        Arguments.of(with(ok, s -> {
+          for (int i = 0; i < 17; i++) {
+            s.addStop("s" + i);
+          }
+        }), "sampling.stop: 17 strings, above the limit of 16 (limits.stop.strings)"),
+        Arguments.of(with(ok, s -> s.addStop(bytes(513))),
+            "sampling.stop[0]: 513 bytes, above the limit of 512 (limits.stop.bytes)"),
+        Arguments.of(ok.toBuilder().setUserId(bytes(257)).build(),
+            "user_id: 257 characters, above the limit of 256 (limits.id.chars)"),
+        Arguments.of(ok.toBuilder().setSessionId(bytes(257)).build(),
+            "session_id: 257 characters, above the limit of 256 (limits.id.chars)"),
+        Arguments.of(ok.toBuilder().setAdapterVersion(bytes(257)).build(),
+            "adapter_version: 257 characters, above the limit of 256 (limits.id.chars)"),
+        Arguments.of(GenerateRequest.newBuilder().setPrompt(Prompt.newBuilder()
+            .addMessages(ChatMessage.newBuilder().setRole(bytes(100_000)).setContent("x"))).build(),
+            "prompt.messages[0].role: '" + bytes(80) + "...' (100000 characters) is not system, user or assistant"));
+  }
+
+  @ParameterizedTest
+  @MethodSource("oversizedGenerateRequests")
+  void anOversizedGenerateIsInvalidArgumentNamingTheLimit(GenerateRequest bad, String description) {
+    StatusRuntimeException e = assertThrows(StatusRuntimeException.class, () -> service.inference.generate(bad));
+    assertEquals(Status.Code.INVALID_ARGUMENT, e.getStatus().getCode());
+    assertEquals(description, e.getStatus().getDescription());
+    assertEquals(0, service.kafka.history().size(), "nothing is recorded for a refused request");
+  }
+
+  @Test
+  void theLargestGenerateAcceptedMakesAPromptEventWellUnderKafkasOneMegabyte() throws Exception {
+    GenerateRequest.Builder largest = messages(256, 1024).toBuilder()
+        .setUserId("ü".repeat(256)).setSessionId("ü".repeat(256));
+    SamplingParams.Builder s = SamplingParams.newBuilder();
+    for (int i = 0; i < 16; i++) {
+      s.addStop(bytes(512));
+    }
+    GenerateResponse r = service.inference.generate(largest.setSampling(s).build());
+    Await.until("the prompt recorded", () -> service.events(Topics.PROMPTS.name()).size() == 1);
+    int size = avroBytes(service.events(Topics.PROMPTS.name()).get(0).value());
+    assertTrue(size > 256 * 1024 && size < 300 * 1024, "PromptEvent of " + size + " bytes");
+    assertEquals(r.getRequestId(), service.events(Topics.PROMPTS.name()).get(0).key());
+  }
+
+  static int avroBytes(SpecificRecord record) throws java.io.IOException {
+    var out = new java.io.ByteArrayOutputStream();
+    var encoder = org.apache.avro.io.EncoderFactory.get().binaryEncoder(out, null);
+    new org.apache.avro.specific.SpecificDatumWriter<SpecificRecord>(record.getSchema()).write(record, encoder);
+    encoder.flush();
+    return out.size();
+  }
+
+  @Test
+  void aThreeMegabyteEditIsRefusedUpFrontNamingTheLimitAndNothingIsRecorded() {
+    GenerateResponse r = service.inference.generate(chat("Fix this."));
+    Await.until("prompt and response recorded", () -> service.kafka.history().size() == 2);
+    SubmitFeedbackRequest edit = SubmitFeedbackRequest.newBuilder().setRequestId(r.getRequestId())
+        .setUserId("user-7").setKind(FeedbackKind.EDIT).setResponseId(r.getResponses(0).getResponseId())
+        .setEditedText(bytes(3 * 1024 * 1024)).build();
+    StatusRuntimeException e = assertThrows(StatusRuntimeException.class, () -> service.feedback.submitFeedback(edit));
+    assertEquals(Status.Code.INVALID_ARGUMENT, e.getStatus().getCode());
+    assertEquals("edited_text: 3145728 bytes, above the limit of 131072 (limits.edited.text.bytes)",
+        e.getStatus().getDescription());
+    assertEquals(0, service.events(Topics.FEEDBACK.name()).size());
+    StatusRuntimeException longUser = assertThrows(StatusRuntimeException.class, () -> service.feedback
+        .submitFeedback(edit.toBuilder().setEditedText("better").setUserId(bytes(300)).build()));
+    assertEquals("user_id: 300 characters, above the limit of 256 (limits.id.chars)",
+        longUser.getStatus().getDescription());
+  }
+
   @Test
   void anUnknownVersionIsNotFoundAndOneNotLoadedIsAFailedPrecondition() {
     StatusRuntimeException unknown = assertThrows(StatusRuntimeException.class,

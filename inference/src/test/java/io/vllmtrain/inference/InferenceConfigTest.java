@@ -36,6 +36,19 @@ class InferenceConfigTest {
     assertEquals(10_000, c.eventBufferCapacity());
     assertEquals("http://127.0.0.1:8081", c.kafka().registryUrl());
     assertFalse(c.startPaused());
+    assertEquals(RequestLimits.DEFAULTS, c.limits());
+  }
+
+  @Test
+  void sizeLimitsAreSetByTheirKeysAndCheckedAtStart() {
+    Map<String, String> values = minimal();
+    values.put("limits.edited.text.bytes", "4096");
+    values.put("limits.prompt.messages", "8");
+    assertEquals(new RequestLimits(256 * 1024, 8, 16, 512, 256, 4096), InferenceConfig.fromMap(values).limits());
+    values.put("limits.id.chars", "10");
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> InferenceConfig.fromMap(values));
+    assertTrue(e.getMessage().contains("limits.id.chars (env VT_LIMITS_ID_CHARS) = 10 is outside [64, 65536]"),
+        e.getMessage());
   }
 
   @Test
