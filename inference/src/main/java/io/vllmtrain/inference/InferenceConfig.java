@@ -42,6 +42,9 @@ import java.util.Optional;
  * @param startPaused start with automatic rollout paused ({@code rollout.paused}, false)
  * @param startPinned a version id to activate and pin at start instead of the newest ({@code rollout.pin})
  * @param eventBufferCapacity events held while Kafka is slow or unreachable ({@code events.buffer.capacity}, 10000)
+ * @param eventBufferBytes estimated heap bytes of the events held ({@code events.buffer.bytes}, 67108864 = 64 MiB)
+ * @param feedbackAckTimeout how long SubmitFeedback waits for Kafka to acknowledge its event before it answers
+ *     UNAVAILABLE ({@code feedback.ack.timeout.ms}, 10000)
  * @param eventFlushTimeout how long a shutdown waits for buffered events to reach Kafka
  *     ({@code events.flush.timeout.ms}, 10000)
  * @param kafka brokers and schema registry ({@code kafka.*}, {@code registry.*}; see {@link KafkaSettings})
@@ -69,6 +72,8 @@ public record InferenceConfig(
     boolean startPaused,
     Optional<String> startPinned,
     int eventBufferCapacity,
+    int eventBufferBytes,
+    Duration feedbackAckTimeout,
     Duration eventFlushTimeout,
     KafkaSettings kafka) {
 
@@ -135,6 +140,9 @@ public record InferenceConfig(
     boolean paused = r.bool("rollout.paused", false);
     Optional<String> pin = Optional.ofNullable(values.get("rollout.pin")).map(String::trim).filter(s -> !s.isEmpty());
     int bufferCapacity = r.integer("events.buffer.capacity", 10_000, 1, 10_000_000);
+    // At least 1 MiB: the largest event the default limits allow must fit.
+    int bufferBytes = r.integer("events.buffer.bytes", 64 * 1024 * 1024, 1024 * 1024, 1 << 30);
+    Duration feedbackAckTimeout = r.millis("feedback.ack.timeout.ms", 10_000);
     Duration flushTimeout = r.millis("events.flush.timeout.ms", 10_000);
     String bootstrap = r.required("kafka.bootstrap.servers", "the Kafka brokers, e.g. 127.0.0.1:9092");
     String registry = r.required("registry.url", "the schema registry's base URL, e.g. http://127.0.0.1:8081");
@@ -149,7 +157,7 @@ public record InferenceConfig(
     r.failIfProblems();
     return new InferenceConfig(host, port, tls, grace, eventLoopThreads, metricsEnabled, metricsHost, metricsPort, baseModel, engines,
         engineTimeout, healthInterval, maxN, defaultMaxTokens, maxTokensLimit, limits, keep, loadTimeout, loadAttempts,
-        paused, pin, bufferCapacity, flushTimeout, kafka);
+        paused, pin, bufferCapacity, bufferBytes, feedbackAckTimeout, flushTimeout, kafka);
   }
 
   /** Typed reads that collect problems instead of failing on the first, so one start shows them all. */

@@ -92,6 +92,16 @@ public final class InferenceMetrics {
         .help("Most events the buffer holds; beyond it events are dropped (counted and logged)")
         .callback(cb -> cb.call(events.capacity()))
         .register(registry);
+    GaugeWithCallback.builder()
+        .name("vt_inference_events_buffered_bytes")
+        .help("Estimated heap bytes of the events accepted but not yet acknowledged by Kafka")
+        .callback(cb -> cb.call(events.bufferedBytes()))
+        .register(registry);
+    GaugeWithCallback.builder()
+        .name("vt_inference_events_buffer_bytes_capacity")
+        .help("Most estimated bytes the buffer holds (events.buffer.bytes); beyond it events are dropped")
+        .callback(cb -> cb.call(events.maxBytes()))
+        .register(registry);
     CounterWithCallback.builder()
         .name("vt_inference_events_total")
         .help("Events by outcome: sent (acknowledged by Kafka), dropped (buffer full or shut down), failed "

@@ -65,7 +65,8 @@ public final class InferenceServer {
 
   /** The production wiring: Netty on {@code server.host:server.port} (TLS when configured), Kafka for events. */
   public static InferenceServer create(InferenceConfig config) {
-    return create(config, EventRecorder.forKafka(config.kafka(), config.eventBufferCapacity()));
+    return create(config, EventRecorder.forKafka(config.kafka(), config.eventBufferCapacity(),
+        config.eventBufferBytes()));
   }
 
   /** The production wiring with another event recorder (the benchmark isolates Kafka's share with it). */
@@ -137,7 +138,7 @@ public final class InferenceServer {
     this.server = serverBuilder
         .addService(ServerInterceptors.intercept(
             new InferenceServiceImpl(validator, controller, router, events, config.engineRequestTimeout()), counted))
-        .addService(ServerInterceptors.intercept(new FeedbackServiceImpl(validator, events), counted))
+        .addService(ServerInterceptors.intercept(new FeedbackServiceImpl(validator, events, config.feedbackAckTimeout()), counted))
         .addService(ServerInterceptors.intercept(new AdapterServiceImpl(controller), counted))
         .addService(health.getHealthService())
         .addService(ProtoReflectionServiceV1.newInstance())

@@ -38,7 +38,7 @@ final class InProcessInference implements AutoCloseable {
   final AdapterServiceGrpc.AdapterServiceBlockingStub adapters;
 
   InProcessInference(int replicas, Map<String, String> overrides, MockProducer<String, SpecificRecord> kafka) {
-    this(replicas, overrides, kafka, c -> new EventRecorder(kafka, c.eventBufferCapacity()), c -> null);
+    this(replicas, overrides, kafka, c -> new EventRecorder(kafka, c.eventBufferCapacity(), c.eventBufferBytes()), c -> null);
   }
 
   /**

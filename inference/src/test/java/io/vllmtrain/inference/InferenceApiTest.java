@@ -1,6 +1,7 @@
 package io.vllmtrain.inference;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -15,6 +16,7 @@ import io.vllmtrain.events.ResponseEvent;
 import io.vllmtrain.proto.v1.ActivateRequest;
 import io.vllmtrain.proto.v1.ChatMessage;
 import io.vllmtrain.proto.v1.FeedbackKind;
+import io.vllmtrain.proto.v1.FeedbackServiceGrpc;
 import io.vllmtrain.proto.v1.GenerateChunk;
 import io.vllmtrain.proto.v1.GenerateRequest;
 import io.vllmtrain.proto.v1.GenerateResponse;
@@ -26,6 +28,8 @@ import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
 import java.util.stream.Stream;
 import org.apache.avro.specific.SpecificRecord;
@@ -451,6 +455,80 @@ class InferenceApiTest {
       StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
           () -> small.feedback.submitFeedback(thumbsUp));
       assertEquals(Status.Code.UNAVAILABLE, e.getStatus().getCode());
+    }
+  }
+
+  static MockProducer<String, SpecificRecord> manualKafka() {
+    return new MockProducer<>(false, null, new StringSerializer(), (t, v) -> new byte[0]);
+  }
+
+  @Test
+  void feedbackIsAnsweredOnlyOnceKafkaHasAcknowledgedItsEvent() throws Exception {
+    MockProducer<String, SpecificRecord> kafka = manualKafka();
+    try (InProcessInference s = new InProcessInference(1, Map.of(), kafka)) {
+      s.started();
+      GenerateResponse r = s.inference.generate(chat("Rate me."));
+      Await.until("prompt and response handed to Kafka", () -> kafka.history().size() == 2);
+      var reply = FeedbackServiceGrpc.newFutureStub(s.channel).submitFeedback(rating(r.getRequestId(),
+          r.getResponses(0).getResponseId(), 1).toBuilder().setFeedbackId("fb-durable").build());
+      Await.until("feedback handed to Kafka", () -> kafka.history().size() == 3);
+      Thread.sleep(200);
+      assertFalse(reply.isDone(), "no answer while the feedback event is not acknowledged");
+      while (kafka.completeNext()) {
+        // prompt, response, feedback
+      }
+      assertEquals("fb-durable", reply.get(10, TimeUnit.SECONDS).getFeedbackId());
+    }
+  }
+
+  @Test
+  void feedbackKafkaRefusesOrDoesNotAcknowledgeInTimeIsNotAcknowledged() {
+    MockProducer<String, SpecificRecord> kafka = manualKafka();
+    try (InProcessInference s = new InProcessInference(1, Map.of("feedback.ack.timeout.ms", "300"), kafka)) {
+      s.started();
+      GenerateResponse r = s.inference.generate(chat("Rate me."));
+      SubmitFeedbackRequest thumbsUp = rating(r.getRequestId(), r.getResponses(0).getResponseId(), 1);
+      StatusRuntimeException late = assertThrows(StatusRuntimeException.class,
+          () -> s.feedback.submitFeedback(thumbsUp.toBuilder().setFeedbackId("fb-late").build()));
+      assertEquals(Status.Code.UNAVAILABLE, late.getStatus().getCode());
+      assertTrue(late.getStatus().getDescription().contains("not acknowledged by Kafka within 300 ms")
+          && late.getStatus().getDescription().contains("retry with feedback_id fb-late"),
+          late.getStatus().getDescription());
+
+      while (kafka.completeNext()) {
+        // everything so far
+      }
+      var reply = FeedbackServiceGrpc.newFutureStub(s.channel).submitFeedback(thumbsUp);
+      Await.until("the feedback handed to Kafka", () -> kafka.history().size() == 4);
+      kafka.errorNext(new org.apache.kafka.common.errors.SerializationException("schema not compatible"));
+      ExecutionException refused = assertThrows(ExecutionException.class, () -> reply.get(10, TimeUnit.SECONDS));
+      Status status = Status.fromThrowable(refused.getCause());
+      assertEquals(Status.Code.INTERNAL, status.getCode());
+      assertTrue(status.getDescription().startsWith("feedback not recorded: Kafka refused its event"),
+          status.getDescription());
+    }
+  }
+
+  @Test
+  void theEventBufferIsBoundedInBytesGenerateStillAnswersFeedbackIsUnavailable() {
+    try (InProcessInference s = new InProcessInference(1, Map.of("events.buffer.bytes", "1048576"), manualKafka())) {
+      s.started();
+      List<GenerateResponse> answers = new ArrayList<>();
+      for (int i = 0; i < 3; i++) {
+        // ~400 KiB of prompt and as much again of response (the in-process engine echoes the prompt)
+        answers.add(s.inference.generate(GenerateRequest.newBuilder().setUserId("user-7")
+            .setPrompt(Prompt.newBuilder().setText(i + bytes(200 * 1024))).build()));
+      }
+      GenerateResponse first = answers.get(0);
+      EventRecorder.Stats stats = s.server.events().stats();
+      assertEquals(2, stats.buffered(), "one request's prompt and response fit in 1 MiB, the others do not");
+      assertEquals(4, stats.dropped());
+      SubmitFeedbackRequest bigEdit = SubmitFeedbackRequest.newBuilder().setRequestId(first.getRequestId())
+          .setUserId("user-7").setKind(FeedbackKind.EDIT).setResponseId(first.getResponses(0).getResponseId())
+          .setEditedText(bytes(120 * 1024)).build(); // ~240 KiB more: past 1 MiB
+      StatusRuntimeException e = assertThrows(StatusRuntimeException.class, () -> s.feedback.submitFeedback(bigEdit));
+      assertEquals(Status.Code.UNAVAILABLE, e.getStatus().getCode());
+      assertTrue(e.getStatus().getDescription().startsWith("event buffer full"), e.getStatus().getDescription());
     }
   }
 

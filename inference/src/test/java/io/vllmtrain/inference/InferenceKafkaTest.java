@@ -60,7 +60,7 @@ class InferenceKafkaTest {
 
   /** A service whose events go to {@code events} and whose adapter versions come from the real topic. */
   InProcessInference start(KafkaSettings events) {
-    return new InProcessInference(2, config(), null, c -> EventRecorder.forKafka(events, c.eventBufferCapacity()),
+    return new InProcessInference(2, config(), null, c -> EventRecorder.forKafka(events, c.eventBufferCapacity(), c.eventBufferBytes()),
         c -> AdapterVersionFollower.kafkaConsumer(stack.settings()));
   }
 
