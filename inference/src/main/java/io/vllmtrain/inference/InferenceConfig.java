@@ -7,6 +7,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Base64;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -35,6 +36,8 @@ import java.util.Optional;
  * @param maxTokensLimit largest max_tokens a request may ask for ({@code generate.max.tokens.limit}, 4096)
  * @param limits size limits of prompts, stop strings, ids and edited text ({@code limits.*}; see
  *     {@link RequestLimits})
+ * @param idsSigningKey the key that signs request ids, so that feedback is checked against its request's user_id
+ *     ({@code ids.signing.key}, base64 of at least 32 bytes; unset: a random key per process)
  * @param keepVersions adapter versions kept loaded, the active one included, for instant rollback
  *     ({@code rollout.keep}, 3, at least 2 so that requests still running on the previous version finish on it)
  * @param loadTimeout deadline of one LoadAdapter call ({@code rollout.load.timeout.ms}, 60000)
@@ -66,6 +69,7 @@ public record InferenceConfig(
     int defaultMaxTokens,
     int maxTokensLimit,
     RequestLimits limits,
+    Optional<Secret> idsSigningKey,
     int keepVersions,
     Duration loadTimeout,
     int loadAttempts,
@@ -134,6 +138,7 @@ public record InferenceConfig(
         r.integer("limits.stop.bytes", d.stopBytes(), 1, 64 * 1024),
         r.integer("limits.id.chars", d.idChars(), 64, 64 * 1024),
         r.integer("limits.edited.text.bytes", d.editedTextBytes(), 1, 64 * 1024 * 1024));
+    Optional<Secret> idsSigningKey = r.secret("ids.signing.key", Ids.MIN_KEY_BYTES);
     int keep = r.integer("rollout.keep", 3, 2, 64);
     Duration loadTimeout = r.millis("rollout.load.timeout.ms", 60_000);
     int loadAttempts = r.integer("rollout.load.attempts", 3, 1, 100);
@@ -156,7 +161,7 @@ public record InferenceConfig(
     }
     r.failIfProblems();
     return new InferenceConfig(host, port, tls, grace, eventLoopThreads, metricsEnabled, metricsHost, metricsPort, baseModel, engines,
-        engineTimeout, healthInterval, maxN, defaultMaxTokens, maxTokensLimit, limits, keep, loadTimeout, loadAttempts,
+        engineTimeout, healthInterval, maxN, defaultMaxTokens, maxTokensLimit, limits, idsSigningKey, keep, loadTimeout, loadAttempts,
         paused, pin, bufferCapacity, bufferBytes, feedbackAckTimeout, flushTimeout, kafka);
   }
 
@@ -251,6 +256,28 @@ public record InferenceConfig(
           problem(where(key) + " = '" + v.get() + "' is not true or false");
           return dflt;
       }
+    }
+
+    /** A base64 key of at least {@code minBytes} bytes; a problem never shows the value. */
+    Optional<Secret> secret(String key, int minBytes) {
+      Optional<String> v = raw(key);
+      if (v.isEmpty()) {
+        return Optional.empty();
+      }
+      byte[] bytes;
+      try {
+        bytes = v.get().contains("-") || v.get().contains("_")
+            ? Base64.getUrlDecoder().decode(v.get()) : Base64.getDecoder().decode(v.get());
+      } catch (IllegalArgumentException e) {
+        problem(where(key) + " is not base64 (make one with: openssl rand -base64 32)");
+        return Optional.empty();
+      }
+      if (bytes.length < minBytes) {
+        problem(where(key) + " holds " + bytes.length + " bytes; at least " + minBytes + " are needed (make one "
+            + "with: openssl rand -base64 32)");
+        return Optional.empty();
+      }
+      return Optional.of(new Secret(bytes));
     }
 
     Optional<Path> file(String key) {

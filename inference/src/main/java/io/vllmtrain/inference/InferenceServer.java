@@ -132,12 +132,18 @@ public final class InferenceServer {
     metrics.registerEngines(router);
     metrics.registerEvents(events);
 
+    Ids ids = new Ids(config.idsSigningKey().map(Secret::bytes).orElseGet(() -> {
+      log.info("ids.signing.key is not set: request ids are signed with a random key of this process, so feedback "
+          + "on requests served before a restart or by another instance is refused (PERMISSION_DENIED)");
+      return Ids.randomKey();
+    }));
     RequestValidator validator = new RequestValidator(config.maxN(), config.defaultMaxTokens(),
-        config.maxTokensLimit(), config.limits());
+        config.maxTokensLimit(), config.limits(), ids);
     MetricsInterceptor counted = new MetricsInterceptor(metrics);
     this.server = serverBuilder
         .addService(ServerInterceptors.intercept(
-            new InferenceServiceImpl(validator, controller, router, events, config.engineRequestTimeout()), counted))
+            new InferenceServiceImpl(validator, ids, controller, router, events, config.engineRequestTimeout()),
+            counted))
         .addService(ServerInterceptors.intercept(new FeedbackServiceImpl(validator, events, config.feedbackAckTimeout()), counted))
         .addService(ServerInterceptors.intercept(new AdapterServiceImpl(controller), counted))
         .addService(health.getHealthService())

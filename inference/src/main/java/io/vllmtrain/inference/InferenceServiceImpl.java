@@ -24,7 +24,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * {@code InferenceService}: validates a request, assigns its id, picks the adapter version (the caller's or the
+ * {@code InferenceService}: validates a request, assigns its id (signed for its user_id, see {@link Ids}), picks the adapter version (the caller's or the
  * active one, fixed for the whole request) and an engine replica, forwards the generation, answers with the
  * response ids and the version that served it, and records the PromptEvent and ResponseEvents. A replica that is
  * unreachable before it produced anything is taken out of service and the request goes to another one, once.
@@ -33,15 +33,17 @@ final class InferenceServiceImpl extends InferenceServiceGrpc.InferenceServiceIm
   private static final Logger log = LoggerFactory.getLogger(InferenceServiceImpl.class);
 
   private final RequestValidator validator;
+  private final Ids ids;
   private final RolloutController controller;
   private final AdapterRollout rollout;
   private final EngineRouter router;
   private final EventRecorder events;
   private final Duration engineTimeout;
 
-  InferenceServiceImpl(RequestValidator validator, RolloutController controller, EngineRouter router,
+  InferenceServiceImpl(RequestValidator validator, Ids ids, RolloutController controller, EngineRouter router,
       EventRecorder events, Duration engineTimeout) {
     this.validator = validator;
+    this.ids = ids;
     this.controller = controller;
     this.rollout = controller.rollout();
     this.router = router;
@@ -86,7 +88,7 @@ final class InferenceServiceImpl extends InferenceServiceGrpc.InferenceServiceIm
     }
     SamplingParams sampling = validator.generate(request);
     String adapter = rollout.resolve(request.getAdapterVersion());
-    String requestId = Ids.newId();
+    String requestId = ids.newRequestId(request.getUserId());
     EngineGenerateRequest engineRequest = EngineGenerateRequest.newBuilder()
         .setRequestId(requestId)
         .setPrompt(request.getPrompt())

@@ -23,6 +23,13 @@ final class RequestValidator {
     }
   }
 
+  /** Well-formed, but the caller may not do it (feedback on a request of another user_id); PERMISSION_DENIED. */
+  static final class Denied extends RuntimeException {
+    Denied(String field, String problem) {
+      super(field + ": " + problem, null, false, false);
+    }
+  }
+
   private static final Set<String> ROLES = Set.of("system", "user", "assistant");
   private static final Pattern CLIENT_ID = Pattern.compile("[A-Za-z0-9._:/-]{1,128}");
   /** How much of a bad value an error message quotes: a description must not carry a caller's megabytes back. */
@@ -32,12 +39,14 @@ final class RequestValidator {
   private final int defaultMaxTokens;
   private final int maxTokensLimit;
   private final RequestLimits limits;
+  private final Ids ids;
 
-  RequestValidator(int maxN, int defaultMaxTokens, int maxTokensLimit, RequestLimits limits) {
+  RequestValidator(int maxN, int defaultMaxTokens, int maxTokensLimit, RequestLimits limits, Ids ids) {
     this.maxN = maxN;
     this.defaultMaxTokens = defaultMaxTokens;
     this.maxTokensLimit = maxTokensLimit;
     this.limits = limits;
+    this.ids = ids;
   }
 
   /** Validates a generate request and returns its sampling parameters with defaults applied (n, max_tokens). */
@@ -115,7 +124,10 @@ final class RequestValidator {
     }
   }
 
-  /** Validates feedback; returns the feedback id to use (the client's, or a new one). */
+  /**
+   * Validates feedback, then checks that its request id was issued to its user_id ({@link Denied} if not); returns
+   * the feedback id to use (the client's, or a new one).
+   */
   String feedback(SubmitFeedbackRequest f) {
     String requestId = f.getRequestId();
     if (requestId.isEmpty()) {
@@ -167,13 +179,15 @@ final class RequestValidator {
       default -> throw new Invalid("kind", (f.getKind() == FeedbackKind.FEEDBACK_KIND_UNSPECIFIED
           ? "is not set" : "'" + f.getKind() + "' is unknown") + "; use RATING, PAIRWISE or EDIT");
     }
-    if (f.getFeedbackId().isEmpty()) {
-      return Ids.newId();
-    }
-    if (!CLIENT_ID.matcher(f.getFeedbackId()).matches()) {
+    if (!f.getFeedbackId().isEmpty() && !CLIENT_ID.matcher(f.getFeedbackId()).matches()) {
       throw new Invalid("feedback_id", "must be 1-128 characters of letters, digits and ._:/-");
     }
-    return f.getFeedbackId();
+    // Last: a request id is checked against the user only once the request is well-formed.
+    if (!ids.issuedTo(requestId, f.getUserId())) {
+      throw new Denied("request_id", "was not issued to user_id " + quote(f.getUserId()) + " (feedback must carry "
+          + "the user_id of its request)");
+    }
+    return f.getFeedbackId().isEmpty() ? Ids.newId() : f.getFeedbackId();
   }
 
   private void responseOf(String field, String responseId, String requestId) {

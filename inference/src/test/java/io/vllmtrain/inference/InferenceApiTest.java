@@ -314,7 +314,7 @@ class InferenceApiTest {
     String chosen = r.getResponses(1).getResponseId();
     String rejected = r.getResponses(0).getResponseId();
     String id = service.feedback.submitFeedback(SubmitFeedbackRequest.newBuilder().setRequestId(r.getRequestId())
-        .setKind(FeedbackKind.PAIRWISE).setChosenResponseId(chosen).setRejectedResponseId(rejected)
+        .setUserId("user-7").setKind(FeedbackKind.PAIRWISE).setChosenResponseId(chosen).setRejectedResponseId(rejected)
         .setFeedbackId("client-fb-1").build()).getFeedbackId();
     assertEquals("client-fb-1", id);
     String assigned = service.feedback.submitFeedback(rating(r.getRequestId(), chosen, 1.0)).getFeedbackId();
@@ -332,6 +332,60 @@ class InferenceApiTest {
     assertEquals(assigned, rated.getFeedbackId());
     assertEquals(1.0, rated.getRating());
     assertEquals("user-7", rated.getUserId());
+  }
+
+  static SubmitFeedbackRequest pairwise(GenerateResponse r, String userId) {
+    return SubmitFeedbackRequest.newBuilder().setRequestId(r.getRequestId()).setUserId(userId)
+        .setKind(FeedbackKind.PAIRWISE).setChosenResponseId(r.getResponses(0).getResponseId())
+        .setRejectedResponseId(r.getResponses(1).getResponseId()).build();
+  }
+
+  static GenerateRequest abTest(String userId) {
+    return chat("Pick one.").toBuilder().setUserId(userId).setSampling(SamplingParams.newBuilder().setN(2)).build();
+  }
+
+  @Test
+  void feedbackUnderAnotherUserIdThanItsRequestsIsPermissionDenied() {
+    GenerateResponse victims = service.inference.generate(abTest("victim"));
+    for (String other : List.of("attacker", "")) {
+      StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
+          () -> service.feedback.submitFeedback(pairwise(victims, other)));
+      assertEquals(Status.Code.PERMISSION_DENIED, e.getStatus().getCode());
+      assertEquals("request_id: was not issued to user_id '" + other + "' (feedback must carry the user_id of its "
+          + "request)", e.getStatus().getDescription());
+    }
+    service.feedback.submitFeedback(pairwise(victims, "victim"));
+    Await.until("the victim's feedback recorded", () -> service.events(Topics.FEEDBACK.name()).size() == 1);
+    assertEquals("victim", ((FeedbackEvent) service.events(Topics.FEEDBACK.name()).get(0).value()).getUserId());
+  }
+
+  @Test
+  void feedbackOnARequestIdTheServiceDidNotIssueIsPermissionDenied() {
+    GenerateResponse real = service.inference.generate(abTest("user-7"));
+    String id = real.getRequestId();
+    String tampered = id.substring(0, 35) + (id.charAt(35) == '0' ? '1' : '0') + id.substring(36);
+    for (String forged : List.of("3f1c2b4e-0000-4000-8000-000000000001", tampered, id + "x")) {
+      SubmitFeedbackRequest f = rating(forged, forged + "-r0", 1);
+      StatusRuntimeException e = assertThrows(StatusRuntimeException.class, () -> service.feedback.submitFeedback(f));
+      assertEquals(Status.Code.PERMISSION_DENIED, e.getStatus().getCode(), forged);
+    }
+    assertEquals(0, service.events(Topics.FEEDBACK.name()).size());
+  }
+
+  @Test
+  void requestIdsSignedWithTheConfiguredKeyVerifyOnAnotherInstanceOrAfterARestart() {
+    String key = java.util.Base64.getEncoder().encodeToString(new byte[32]).replace('A', 'k');
+    try (InProcessInference a = new InProcessInference(2, Map.of("ids.signing.key", key),
+            InProcessInference.autoAckKafka()).started();
+        InProcessInference b = new InProcessInference(2, Map.of("ids.signing.key", key),
+            InProcessInference.autoAckKafka()).started();
+        InProcessInference other = InProcessInference.start().started()) {
+      GenerateResponse r = a.inference.generate(abTest("user-7"));
+      b.feedback.submitFeedback(pairwise(r, "user-7"));
+      StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
+          () -> other.feedback.submitFeedback(pairwise(r, "user-7")));
+      assertEquals(Status.Code.PERMISSION_DENIED, e.getStatus().getCode(), "another key: not an id of this service");
+    }
   }
 
   static Stream<Arguments> badFeedback() {

@@ -84,6 +84,25 @@ class InferenceConfigTest {
   }
 
   @Test
+  void theIdsSigningKeyIsBase64OfAtLeast32BytesAndNeverShown() {
+    Map<String, String> values = minimal();
+    String key = java.util.Base64.getEncoder().encodeToString("0123456789abcdef0123456789abcdef".getBytes());
+    values.put("ids.signing.key", key);
+    InferenceConfig c = InferenceConfig.fromMap(values);
+    assertEquals(32, c.idsSigningKey().orElseThrow().bytes().length);
+    assertFalse(c.toString().contains(key), "the key is not in the config's toString");
+    values.put("ids.signing.key", "c2hvcnQ=");
+    IllegalArgumentException shortKey = assertThrows(IllegalArgumentException.class,
+        () -> InferenceConfig.fromMap(values));
+    assertTrue(shortKey.getMessage().contains("ids.signing.key (env VT_IDS_SIGNING_KEY) holds 5 bytes; at least 32"),
+        shortKey.getMessage());
+    values.put("ids.signing.key", "not base64!");
+    IllegalArgumentException bad = assertThrows(IllegalArgumentException.class, () -> InferenceConfig.fromMap(values));
+    assertTrue(bad.getMessage().contains("ids.signing.key (env VT_IDS_SIGNING_KEY) is not base64"), bad.getMessage());
+    assertFalse(bad.getMessage().contains("not base64!"), "the value is not echoed");
+  }
+
+  @Test
   void mutualTlsNeedsTheServerCertificateToo(@TempDir Path dir) throws Exception {
     Path ca = Files.writeString(dir.resolve("ca.pem"), "x");
     Map<String, String> values = minimal();

@@ -79,7 +79,8 @@ class InferenceKafkaTest {
     service = start(stack.settings()).awaitStarted();
     GenerateResponse r = service.inference.generate(chat("Name a colour.", 2));
     String id = r.getRequestId();
-    service.feedback.submitFeedback(SubmitFeedbackRequest.newBuilder().setRequestId(id).setKind(FeedbackKind.PAIRWISE)
+    service.feedback.submitFeedback(SubmitFeedbackRequest.newBuilder().setRequestId(id).setUserId("user-1")
+        .setKind(FeedbackKind.PAIRWISE)
         .setChosenResponseId(r.getResponses(0).getResponseId())
         .setRejectedResponseId(r.getResponses(1).getResponseId()).build());
 
