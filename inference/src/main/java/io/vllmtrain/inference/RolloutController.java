@@ -14,8 +14,10 @@ import io.vllmtrain.proto.v1.UnloadAdapterResponse;
 import io.grpc.stub.StreamObserver;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
@@ -25,7 +27,6 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
-import java.util.stream.Collectors;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -269,20 +270,19 @@ public final class RolloutController implements AutoCloseable {
 
   private void join(EngineReplica replica) {
     try {
-      Set<String> present = replica.blocking().withDeadlineAfter(LIST_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)
-          .listAdapters(ListAdaptersRequest.getDefaultInstance()).getAdaptersList().stream()
-          .map(AdapterInfo::getName).collect(Collectors.toCollection(HashSet::new));
+      Map<String, String> present = listAdapters(replica);
       List<AdapterVersion> wanted = rollout.loadedVersions();
       String active = rollout.active();
       Set<String> have = new HashSet<>();
       for (AdapterVersion v : wanted) {
         String id = v.getVersionId();
-        if (present.contains(id)) {
-          have.add(id);
-          continue;
-        }
         try {
-          loadOn(replica, v);
+          String held = present.get(id);
+          if (held == null) {
+            loadOn(replica, v);
+          } else if (!held.equals(v.getSha256())) {
+            throw new LoadFailure(otherContent(replica, id, held, v.getSha256()));
+          }
           have.add(id);
         } catch (LoadFailure f) {
           if (id.equals(active)) {
@@ -292,7 +292,7 @@ public final class RolloutController implements AutoCloseable {
         }
       }
       if (caughtUp) {
-        unloadStale(replica, present, have);
+        unloadStale(replica, present.keySet(), have);
       }
       if (replica.finishJoin(have)) {
         log.info("engine replica {} in service with active version {} ({} adapters)", replica.name(), label(active),
@@ -300,11 +300,41 @@ public final class RolloutController implements AutoCloseable {
         onServingChange.run();
       }
     } catch (LoadFailure | StatusRuntimeException e) {
-      replica.markDown("join failed: " + e.getMessage());
-      log.warn("engine replica {} cannot join yet: {}", replica.name(), e.getMessage());
+      String reason = "join failed: " + e.getMessage();
+      boolean news = !reason.equals(replica.downReason());
+      replica.markDown(reason);
+      if (news) {
+        log.warn("engine replica {} cannot join yet: {}", replica.name(), e.getMessage());
+      }
       return;
     }
     advance();
+  }
+
+  /** The adapters {@code replica} holds, name to sha256 (the digest it verified when it loaded each). */
+  private static Map<String, String> listAdapters(EngineReplica replica) {
+    Map<String, String> held = new HashMap<>();
+    for (AdapterInfo a : replica.blocking().withDeadlineAfter(LIST_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)
+        .listAdapters(ListAdaptersRequest.getDefaultInstance()).getAdaptersList()) {
+      held.put(a.getName(), a.getSha256());
+    }
+    return held;
+  }
+
+  /** The digest the rollout expects under version id {@code id}, if it knows the version. */
+  Optional<String> expectedDigest(String id) {
+    return rollout.view(id).map(v -> v.spec().getSha256());
+  }
+
+  /** Why a replica that holds {@code id} with another digest cannot serve it. */
+  static String otherContent(EngineReplica replica, String id, String held, String expected) {
+    return replica.name() + ": holds " + id + " with sha256 " + shortDigest(held) + ", not the published "
+        + shortDigest(expected) + " (one version id names one content; the engine must unload or restart before it "
+        + "can load the published one)";
+  }
+
+  private static String shortDigest(String sha256) {
+    return sha256.isEmpty() ? "(none)" : sha256.substring(0, Math.min(12, sha256.length())) + "...";
   }
 
   /**
@@ -326,10 +356,7 @@ public final class RolloutController implements AutoCloseable {
   private void sweepStaleAdapters() {
     for (EngineReplica r : router.inService()) {
       try {
-        Set<String> present = r.blocking().withDeadlineAfter(LIST_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)
-            .listAdapters(ListAdaptersRequest.getDefaultInstance()).getAdaptersList().stream()
-            .map(AdapterInfo::getName).collect(Collectors.toSet());
-        unloadStale(r, present, r.adapters());
+        unloadStale(r, listAdapters(r).keySet(), r.adapters());
       } catch (StatusRuntimeException e) {
         log.warn("cannot list the adapters of {}: {}", r.name(), e.getStatus());
       }
@@ -408,11 +435,25 @@ public final class RolloutController implements AutoCloseable {
         return;
       } catch (StatusRuntimeException e) {
         Status.Code code = e.getStatus().getCode();
-        if (code == Status.Code.ALREADY_EXISTS) {
-          return; // an earlier attempt that timed out here finished there, or the replica kept it from before
-        }
         boolean retryable = code == Status.Code.UNAVAILABLE || code == Status.Code.DEADLINE_EXCEEDED
             || code == Status.Code.RESOURCE_EXHAUSTED || code == Status.Code.ABORTED;
+        if (code == Status.Code.ALREADY_EXISTS) {
+          // The name is taken there: by an earlier attempt that timed out here, by a load kept from before, or by
+          // other content. Only the digest the engine verified tells which.
+          String held;
+          try {
+            held = listAdapters(replica).get(v.getVersionId());
+          } catch (StatusRuntimeException listFailed) {
+            held = null; // the next attempt asks again
+          }
+          if (held != null && held.equals(v.getSha256())) {
+            return;
+          }
+          if (held != null) {
+            throw new LoadFailure(otherContent(replica, v.getVersionId(), held, v.getSha256()));
+          }
+          retryable = true; // not listed: still loading there, or bound to other content (refused after the attempts)
+        }
         String reason = replica.name() + ": " + code + (e.getStatus().getDescription() == null ? ""
             : " " + e.getStatus().getDescription());
         if (!retryable || attempt >= loadAttempts) {

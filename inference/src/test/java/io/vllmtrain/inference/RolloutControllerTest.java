@@ -18,6 +18,7 @@ import io.vllmtrain.proto.v1.Prompt;
 import io.vllmtrain.proto.v1.ResumeRolloutRequest;
 import io.vllmtrain.proto.v1.RollbackRequest;
 import io.vllmtrain.proto.v1.VersionStatus;
+import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -158,6 +159,58 @@ class RolloutControllerTest {
     b.restart();
     Await.until("b rejoined with v2", () -> service.server.router().inService().size() == 2);
     assertTrue(b.adapters.containsKey(V2));
+  }
+
+  static boolean decided(InProcessInference service, String id) {
+    return service.controller().rollout().view(id).map(v -> v.status() == AdapterRollout.Status.FAILED
+        || v.status() == AdapterRollout.Status.ACTIVE).orElse(false);
+  }
+
+  @Test
+  void aReplicaHoldingTheVersionsNameWithOtherContentFailsTheVersionInsteadOfServingIt() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    InProcessEngine b = service.engine(1);
+    b.adapters.put(V2, InProcessEngine.otherContent(V2)); // the engine answers ALREADY_EXISTS for V2
+    service.controller().published(Versions.of("run-1", 2));
+    Await.until("v2 decided", () -> decided(service, V2));
+    AdapterRollout.VersionView v2 = service.controller().rollout().view(V2).orElseThrow();
+    assertEquals(AdapterRollout.Status.FAILED, v2.status(), "never ACTIVE with the wrong content");
+    assertTrue(v2.failureReason().startsWith(b.name + ": holds " + V2 + " with sha256 " + Versions.sha(999_999)
+        .substring(0, 12)), v2.failureReason());
+    assertEquals(V1, service.controller().rollout().active());
+    for (int i = 0; i < 6; i++) {
+      GenerateResponse r = service.inference.generate(hello());
+      assertEquals(V1, r.getAdapterVersion());
+    }
+  }
+
+  @Test
+  void aReplicaThatComesBackHoldingTheActiveNameWithOtherContentDoesNotJoin() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    service.rollOut(Versions.of("run-1", 2));
+    InProcessEngine b = service.engine(1);
+    b.crash();
+    Await.until("b out of service", () -> service.server.router().inService().size() == 1);
+    int lists = b.listCalls.get();
+    b.restartHolding(service.engine(0).adapters.get(V1), InProcessEngine.otherContent(V2));
+    Await.until("b tried to join twice", () -> b.listCalls.get() >= lists + 2);
+    assertEquals(List.of(service.engine(0).name),
+        service.server.router().inService().stream().map(EngineReplica::name).toList(),
+        "b holds another " + V2 + ": it must not serve it");
+    assertEquals(0, b.generated.get());
+    b.adapters.remove(V2); // an operator unloads the impostor
+    Await.until("b joins with the real v2", () -> service.server.router().inService().size() == 2);
+    assertEquals(Versions.sha(2), b.adapters.get(V2).getSha256());
+  }
+
+  @Test
+  void aReplicaWhoseAdapterContentChangesUnderItsNameLeavesService() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    service.rollOut(Versions.of("run-1", 2));
+    InProcessEngine b = service.engine(1);
+    b.adapters.put(V2, InProcessEngine.otherContent(V2)); // e.g. restarted between two checks, reloaded by another
+    Await.until("b out of service", Duration.ofSeconds(10), () -> service.server.router().inService().size() == 1);
+    assertEquals(service.engine(0).name, service.server.router().inService().get(0).name());
   }
 
   @Test
