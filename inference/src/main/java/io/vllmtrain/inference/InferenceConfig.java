@@ -44,6 +44,10 @@ import java.util.Optional;
  * @param loadAttempts attempts per replica before a load counts as failed ({@code rollout.load.attempts}, 3)
  * @param startPaused start with automatic rollout paused ({@code rollout.paused}, false)
  * @param startPinned a version id to activate and pin at start instead of the newest ({@code rollout.pin})
+ * @param trustedRuns run ids whose versions may be loaded, {@code prefix*} for a prefix ({@code rollout.trusted.runs},
+ *     comma-separated; empty: every run)
+ * @param rolloutSigningKey with it, only version records signed with it are loaded ({@code rollout.signing.key},
+ *     base64 of at least 32 bytes; see {@link VersionSignature})
  * @param eventBufferCapacity events held while Kafka is slow or unreachable ({@code events.buffer.capacity}, 10000)
  * @param eventBufferBytes estimated heap bytes of the events held ({@code events.buffer.bytes}, 67108864 = 64 MiB)
  * @param feedbackAckTimeout how long SubmitFeedback waits for Kafka to acknowledge its event before it answers
@@ -75,6 +79,8 @@ public record InferenceConfig(
     int loadAttempts,
     boolean startPaused,
     Optional<String> startPinned,
+    List<String> trustedRuns,
+    Optional<Secret> rolloutSigningKey,
     int eventBufferCapacity,
     int eventBufferBytes,
     Duration feedbackAckTimeout,
@@ -93,6 +99,7 @@ public record InferenceConfig(
 
   public InferenceConfig {
     engines = List.copyOf(engines);
+    trustedRuns = List.copyOf(trustedRuns);
   }
 
   /** Reads {@code file} (may be null) and the {@code VT_*} variables of {@code env}. */
@@ -144,6 +151,9 @@ public record InferenceConfig(
     int loadAttempts = r.integer("rollout.load.attempts", 3, 1, 100);
     boolean paused = r.bool("rollout.paused", false);
     Optional<String> pin = Optional.ofNullable(values.get("rollout.pin")).map(String::trim).filter(s -> !s.isEmpty());
+    List<String> trustedRuns = Arrays.stream(r.string("rollout.trusted.runs", "").split(",")).map(String::trim)
+        .filter(t -> !t.isEmpty()).toList();
+    Optional<Secret> rolloutSigningKey = r.secret("rollout.signing.key", Ids.MIN_KEY_BYTES);
     int bufferCapacity = r.integer("events.buffer.capacity", 10_000, 1, 10_000_000);
     // At least 1 MiB: the largest event the default limits allow must fit.
     int bufferBytes = r.integer("events.buffer.bytes", 64 * 1024 * 1024, 1024 * 1024, 1 << 30);
@@ -162,7 +172,7 @@ public record InferenceConfig(
     r.failIfProblems();
     return new InferenceConfig(host, port, tls, grace, eventLoopThreads, metricsEnabled, metricsHost, metricsPort, baseModel, engines,
         engineTimeout, healthInterval, maxN, defaultMaxTokens, maxTokensLimit, limits, idsSigningKey, keep, loadTimeout, loadAttempts,
-        paused, pin, bufferCapacity, bufferBytes, feedbackAckTimeout, flushTimeout, kafka);
+        paused, pin, trustedRuns, rolloutSigningKey, bufferCapacity, bufferBytes, feedbackAckTimeout, flushTimeout, kafka);
   }
 
   /** Typed reads that collect problems instead of failing on the first, so one start shows them all. */

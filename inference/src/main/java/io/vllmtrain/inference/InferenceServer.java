@@ -118,7 +118,7 @@ public final class InferenceServer {
       replicas.add(new EngineReplica(address, channel));
     }
     this.router = new EngineRouter(replicas);
-    AdapterRollout rollout = new AdapterRollout(config.baseModel(), config.keepVersions());
+    AdapterRollout rollout = new AdapterRollout(config.baseModel(), config.keepVersions(), config.trustedRuns());
     if (config.startPaused()) {
       rollout.pause();
     }
@@ -127,7 +127,12 @@ public final class InferenceServer {
     controller.onServingChange(this::updateHealth);
     this.monitor = new EngineHealthMonitor(router, controller, config.baseModel(), config.engineHealthInterval(),
         this::updateHealth);
-    this.follower = Optional.ofNullable(versions).map(c -> new AdapterVersionFollower(c, controller, metrics));
+    this.follower = Optional.ofNullable(versions).map(c -> new AdapterVersionFollower(c, controller, metrics,
+        config.rolloutSigningKey()));
+    if (config.rolloutSigningKey().isEmpty() && config.trustedRuns().isEmpty()) {
+      log.info("rollout.signing.key and rollout.trusted.runs are not set: every record on {} is trusted; restrict "
+          + "who may write to it (Kafka ACLs)", io.vllmtrain.schemas.Topics.ADAPTER_VERSIONS.name());
+    }
     metrics.registerRollout(rollout);
     metrics.registerEngines(router);
     metrics.registerEvents(events);

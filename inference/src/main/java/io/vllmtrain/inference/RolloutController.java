@@ -86,18 +86,33 @@ public final class RolloutController implements AutoCloseable {
     return started;
   }
 
-  /** A record read from {@code llm.adapter-versions}. */
+  /** A trusted record read from {@code llm.adapter-versions}. */
   public void published(AdapterVersion version) {
+    published(version, null);
+  }
+
+  /**
+   * A record read from {@code llm.adapter-versions}; {@code untrusted} says why it failed the trust checks of the
+   * follower (its signature), or is null.
+   */
+  public void published(AdapterVersion version, String untrusted) {
     worker.execute(() -> {
       Optional<VersionView> before = rollout.view(version.getVersionId());
-      VersionView v = rollout.publish(version);
-      if (before.isPresent()) {
+      VersionView v = rollout.publish(version, untrusted);
+      if (before.isPresent() && v.spec() != version) {
         if (!before.get().spec().getSha256().equals(version.getSha256())) {
-          log.warn("version {} was published again with another sha256 ({} instead of {}); version ids are "
-              + "immutable, the first record stands", version.getVersionId(), version.getSha256(),
-              before.get().spec().getSha256());
+          log.warn("version {} was published again with another sha256 ({} instead of {}){}",
+              version.getVersionId(), version.getSha256(), before.get().spec().getSha256(),
+              untrusted != null ? " by an untrusted record (" + untrusted + "); ignored"
+                  : before.get().status() == AdapterRollout.Status.LOADING
+                  ? " during its load; it takes the version's place only if that load fails"
+                  : " after it loaded; ignored: a version id names the content that loaded under it");
         }
         return;
+      }
+      if (before.isPresent()) {
+        log.info("version {} published again; the new record replaces one that never loaded ({})",
+            version.getVersionId(), before.get().status());
       }
       if (v.status() == AdapterRollout.Status.FAILED) {
         log.warn("adapter version {} refused: {}", v.id(), v.failureReason());

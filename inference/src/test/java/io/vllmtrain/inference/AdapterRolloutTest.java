@@ -24,7 +24,13 @@ class AdapterRolloutTest {
 
   /** Publishes and runs one automatic rollout to completion, as the controller does when every replica loads it. */
   Switch rollOut(AdapterVersion v) {
-    rollout.publish(v);
+    return rollOut(v, true);
+  }
+
+  Switch rollOut(AdapterVersion v, boolean publish) {
+    if (publish) {
+      rollout.publish(v);
+    }
     assertEquals(Optional.of(v), rollout.nextAutomaticLoad());
     rollout.loadStarted(v.getVersionId());
     rollout.loadSucceeded(v.getVersionId());
@@ -144,11 +150,88 @@ class AdapterRolloutTest {
 
   @Test
   void versionNumbersMustGrowWithinARun() {
-    rollout.publish(Versions.of("run-1", 5));
+    rollOut(Versions.of("run-1", 5));
     var stale = rollout.publish(Versions.of("run-1", 3));
     assertEquals(FAILED, stale.status());
-    assertEquals("version 3 of run 'run-1' is not above version 5, published before it", stale.failureReason());
+    assertEquals("version 3 of run 'run-1' is not above version 5, which was loaded", stale.failureReason());
     assertEquals(PUBLISHED, rollout.publish(Versions.of("run-2", 1)).status(), "another run counts from 1");
+  }
+
+  @Test
+  void aForgedHighVersionThatFailsToLoadDoesNotRaiseTheBarForTheRealOnes() {
+    rollOut(Versions.of("run-z", 1));
+    rollout.publish(Versions.builder("run-z", 999_999).setUri("nowhere").build());
+    String forged = Versions.id("run-z", 999_999);
+    assertEquals(forged, rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    rollout.loadStarted(forged);
+    rollout.loadFailed(forged, "engine-a: NOT_FOUND adapter directory nowhere does not exist");
+    for (int n = 2; n <= 3; n++) {
+      assertEquals(PUBLISHED, rollout.publish(Versions.of("run-z", n)).status(), "the real v" + n);
+      rollOut(Versions.of("run-z", n), false);
+      assertEquals(Versions.id("run-z", n), rollout.active());
+    }
+  }
+
+  @Test
+  void aLowerVersionPublishedWhileAHigherOneIsPendingWaitsBehindIt() {
+    rollout.publish(Versions.of("run-1", 5));
+    assertEquals(PUBLISHED, rollout.publish(Versions.of("run-1", 3)).status());
+    assertEquals(id(5), rollout.nextAutomaticLoad().orElseThrow().getVersionId(), "the higher number goes first");
+    rollout.loadStarted(id(5));
+    rollout.loadFailed(id(5), "directory deleted");
+    assertEquals(id(3), rollout.nextAutomaticLoad().orElseThrow().getVersionId(), "v5 failed: v3 is the newest");
+  }
+
+  @Test
+  void aRecordThatNeverLoadedDoesNotClaimItsVersionId() {
+    rollOut(Versions.of("run-1", 1));
+    rollout.publish(Versions.builder("run-1", 2).setUri("nowhere").setSha256(Versions.sha(77)).build());
+    rollout.loadStarted(id(2));
+    rollout.loadFailed(id(2), "engine-a: NOT_FOUND nowhere");
+    var real = rollout.publish(Versions.of("run-1", 2));
+    assertEquals(PUBLISHED, real.status(), "the later record of a version that never loaded replaces it");
+    assertEquals(Versions.sha(2), real.spec().getSha256());
+    rollOut(Versions.of("run-1", 2), false);
+    assertEquals(id(2), rollout.active());
+
+    rollout.publish(Versions.builder("run-1", 3).setSha256("garbage").build());
+    assertEquals(PUBLISHED, rollout.publish(Versions.of("run-1", 3)).status(), "a record refused by a check either");
+
+    var impostor = rollout.publish(Versions.builder("run-1", 2).setUri("elsewhere").setSha256(Versions.sha(78))
+        .build());
+    assertEquals(ACTIVE, impostor.status(), "a version that loaded keeps its content");
+    assertEquals(Versions.sha(2), impostor.spec().getSha256());
+  }
+
+  @Test
+  void aRecordForTheVersionBeingLoadedReplacesItIfTheLoadFails() {
+    rollout.publish(Versions.builder("run-1", 1).setUri("nowhere").build());
+    rollout.loadStarted(id(1));
+    rollout.publish(Versions.builder("run-1", 1).setUri("run-1/v000001-fixed").build());
+    rollout.loadFailed(id(1), "NOT_FOUND nowhere");
+    assertEquals(PUBLISHED, status(id(1)));
+    assertEquals("run-1/v000001-fixed", rollout.nextAutomaticLoad().orElseThrow().getUri());
+  }
+
+  @Test
+  void onlyTrustedRunsAreLoadedWhenTheyAreListed() {
+    AdapterRollout trusting = new AdapterRollout(Versions.BASE_MODEL, 3, List.of("run-1", "prod-*"));
+    assertEquals(PUBLISHED, trusting.publish(Versions.of("run-1", 1)).status());
+    assertEquals(PUBLISHED, trusting.publish(Versions.of("prod-7", 1)).status());
+    var forged = trusting.publish(Versions.of("run-z", 999_999));
+    assertEquals(FAILED, forged.status());
+    assertEquals("run 'run-z' is not in rollout.trusted.runs", forged.failureReason());
+  }
+
+  @Test
+  void anUntrustedRecordIsRefusedAndNeverReplacesAVersion() {
+    var unsigned = rollout.publish(Versions.of("run-1", 1), "not signed");
+    assertEquals(FAILED, unsigned.status());
+    assertEquals("not signed", unsigned.failureReason());
+    assertEquals(PUBLISHED, rollout.publish(Versions.of("run-1", 1)).status(), "the trusted record replaces it");
+    var forged = rollout.publish(Versions.builder("run-1", 1).setSha256(Versions.sha(66)).build(), "bad signature");
+    assertEquals(PUBLISHED, forged.status());
+    assertEquals(Versions.sha(1), forged.spec().getSha256(), "an untrusted record replaces nothing");
   }
 
   @Test

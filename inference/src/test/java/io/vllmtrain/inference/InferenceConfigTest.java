@@ -103,6 +103,18 @@ class InferenceConfigTest {
   }
 
   @Test
+  void trustedRunsAndTheVersionSigningKey() {
+    Map<String, String> values = minimal();
+    assertEquals(List.of(), InferenceConfig.fromMap(values).trustedRuns());
+    assertEquals(Optional.empty(), InferenceConfig.fromMap(values).rolloutSigningKey());
+    values.put("rollout.trusted.runs", " run-1, prod-* ,");
+    values.put("rollout.signing.key", java.util.Base64.getEncoder().encodeToString(new byte[40]));
+    InferenceConfig c = InferenceConfig.fromMap(values);
+    assertEquals(List.of("run-1", "prod-*"), c.trustedRuns());
+    assertEquals(40, c.rolloutSigningKey().orElseThrow().bytes().length);
+  }
+
+  @Test
   void mutualTlsNeedsTheServerCertificateToo(@TempDir Path dir) throws Exception {
     Path ca = Files.writeString(dir.resolve("ca.pem"), "x");
     Map<String, String> values = minimal();

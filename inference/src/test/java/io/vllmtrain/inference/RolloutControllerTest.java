@@ -214,6 +214,22 @@ class RolloutControllerTest {
   }
 
   @Test
+  void aForgedVersionPointingNowhereDoesNotBlockTheRunsRealVersions() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    for (InProcessEngine e : service.engines.values()) {
+      e.loadOutcome = r -> r.getUri().equals("nowhere")
+          ? Status.NOT_FOUND.withDescription("adapter directory nowhere does not exist") : null;
+    }
+    String forged = Versions.id("run-1", 999_999);
+    service.controller().published(Versions.builder("run-1", 999_999).setUri("nowhere").build());
+    Await.until("the forged version failed", () -> service.controller().rollout().view(forged)
+        .map(v -> v.status() == AdapterRollout.Status.FAILED).orElse(false));
+    service.rollOut(Versions.of("run-1", 2));
+    service.rollOut(Versions.of("run-1", 3));
+    assertEquals(Versions.id("run-1", 3), service.inference.generate(hello()).getAdapterVersion());
+  }
+
+  @Test
   void operatorsActivateRollBackPauseAndResume() {
     service = InProcessInference.start().started(Versions.of("run-1", 1));
     service.rollOut(Versions.of("run-1", 2));
