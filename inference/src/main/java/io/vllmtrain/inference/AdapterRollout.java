@@ -30,7 +30,11 @@ import java.util.regex.Pattern;
  *   <li>LOADING → <b>READY</b> ({@link #loadSucceeded}: every replica in service has it); the number now is the
  *       bar of its run. READY → <b>ACTIVE</b> when traffic switches to it ({@link #activateAutomatically},
  *       {@link #activatePinned}); the version it replaces becomes READY.
- *   <li>LOADING → <b>FAILED</b> ({@link #loadFailed}: a replica refused it); traffic stays where it was.
+ *   <li>LOADING → <b>FAILED</b> ({@link #loadFailed}: a replica refused it for good, e.g. NOT_FOUND, INVALID_ARGUMENT,
+ *       FAILED_PRECONDITION or another sha256); traffic stays where it was.
+ *   <li>LOADING → back to where it was ({@link #loadDeferred}: no replica could take it for now, all unreachable or
+ *       a transient refusal): never FAILED for that; automatic rollout tries it again after a backoff of 1 s,
+ *       doubling to at most a minute, or at once when a replica joins ({@link #replicaJoined}).
  *   <li>READY → <b>RETIRED</b> (unloaded) when it falls out of the last {@code keep} loaded versions.
  *   <li>ACTIVE → <b>FAILED</b> when an operator rolls back from it ({@link #rollBackTo}).
  * </ul>
@@ -75,6 +79,9 @@ public final class AdapterRollout {
   }
 
   private static final int HISTORY_LIMIT = 100;
+  /** Backoff of a deferred load: 1 s, doubling, at most a minute. */
+  static final long FIRST_RETRY_MS = 1_000;
+  static final long MAX_RETRY_MS = 60_000;
   private static final Pattern SHA256 = Pattern.compile("[0-9a-f]{64}");
 
   private static final class Entry {
@@ -89,6 +96,11 @@ public final class AdapterRollout {
     // A later record of this version that arrived while it was loading: it replaces this one if the load fails.
     AdapterVersion replacement;
     long activatedAtMs;
+    // The status before loadStarted, to return to when a load is deferred.
+    Status beforeLoad;
+    // Loads deferred in a row (no replica could take it for now), and when automatic rollout may try again.
+    int deferrals;
+    long retryAtMs;
 
     Entry(AdapterVersion spec, long seq) {
       this.spec = spec;
@@ -230,9 +242,19 @@ public final class AdapterRollout {
   /**
    * The version automatic rollout should load and activate next: the newest good version published after the
    * active one, skipping a version while a higher number of its run is still good (waiting to load, or loaded).
-   * Empty while paused, pinned, or while another load runs.
+   * Empty while paused, pinned, while another load runs, and until {@code nowMs} reaches the retry time of that
+   * version when its last load was deferred.
    */
-  public synchronized Optional<AdapterVersion> nextAutomaticLoad() {
+  public synchronized Optional<AdapterVersion> nextAutomaticLoad(long nowMs) {
+    return automaticCandidate().filter(e -> e.retryAtMs <= nowMs).map(e -> e.spec);
+  }
+
+  /** When automatic rollout may try its next version again, if its last load was deferred. */
+  public synchronized Optional<Long> retryAt() {
+    return automaticCandidate().filter(e -> e.retryAtMs > 0).map(e -> e.retryAtMs);
+  }
+
+  private Optional<Entry> automaticCandidate() {
     if (paused || pinned != null || loading != null) {
       return Optional.empty();
     }
@@ -250,15 +272,44 @@ public final class AdapterRollout {
         newest = e;
       }
     }
-    return Optional.ofNullable(newest).map(e -> e.spec);
+    return Optional.ofNullable(newest);
   }
 
   /** The controller starts loading {@code id} into the engines. */
   public synchronized void loadStarted(String id) {
     Entry e = entry(id);
     loading = id;
+    e.beforeLoad = e.status;
     if (!e.loaded) {
       e.status = Status.LOADING;
+    }
+  }
+
+  /**
+   * No replica could take the version for now (all unreachable, or a transient refusal such as a deadline or busy
+   * engine): not a fault of the version. It returns to where it was and automatic rollout tries it again after a
+   * backoff (1 s, doubling, at most {@link #MAX_RETRY_MS}); returns that delay.
+   */
+  public synchronized long loadDeferred(String id, String reason, long nowMs) {
+    Entry e = entry(id);
+    if (id.equals(loading)) {
+      loading = null;
+    }
+    if (e.status == Status.LOADING) {
+      e.status = e.beforeLoad == null || e.beforeLoad == Status.LOADING ? Status.PUBLISHED : e.beforeLoad;
+    }
+    long delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS << Math.min(16, e.deferrals));
+    e.deferrals++;
+    e.retryAtMs = nowMs + delay;
+    e.failureReason = "not loaded yet, retrying in " + delay / 1000 + " s: " + reason;
+    return delay;
+  }
+
+  /** A replica entered service: what waited for one may be tried at once. */
+  public synchronized void replicaJoined() {
+    for (Entry e : versions.values()) {
+      e.retryAtMs = 0;
+      e.deferrals = 0;
     }
   }
 
@@ -271,6 +322,8 @@ public final class AdapterRollout {
     e.loaded = true;
     e.everLoaded = true;
     e.replacement = null;
+    e.deferrals = 0;
+    e.retryAtMs = 0;
     loadedNumberByRun.merge(e.spec.getRunId(), e.spec.getVersion(), Math::max);
     if (e.status != Status.ACTIVE) {
       e.status = Status.READY;
@@ -385,7 +438,7 @@ public final class AdapterRollout {
     return state();
   }
 
-  /** Resumes automatic rollout and drops any pin; the caller then asks {@link #nextAutomaticLoad()}. */
+  /** Resumes automatic rollout and drops any pin; the caller then asks {@link #nextAutomaticLoad}. */
   public synchronized State resume() {
     paused = false;
     pinned = null;

@@ -38,7 +38,8 @@ public final class InferenceMetrics {
 
   final Counter rollouts = Counter.builder()
       .name("vt_inference_rollouts_total")
-      .help("Adapter version loads by outcome: activated, loaded (kept READY, not switched), failed")
+      .help("Adapter version loads by outcome: activated, loaded (kept READY, not switched), failed, deferred (no "
+          + "replica could take it for now; retried)")
       .labelNames("outcome")
       .register(registry);
 

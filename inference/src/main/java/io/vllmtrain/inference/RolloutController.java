@@ -25,6 +25,8 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
 import org.slf4j.Logger;
@@ -33,7 +35,9 @@ import org.slf4j.LoggerFactory;
 /**
  * Carries out {@link AdapterRollout}'s decisions on the engine replicas: loads each new version into every replica
  * in service in parallel (with deadline and retries), switches traffic only when all have it, unloads versions
- * beyond the last K, and brings a replica that (re)joins to the loaded versions before it takes traffic.
+ * beyond the last K, and brings a replica that (re)joins to the loaded versions before it takes traffic. A replica
+ * has a version only if it holds its name with the published sha256. A refusal for good fails the version; a load
+ * no replica could take for now is deferred and run again (timer or a replica joining).
  *
  * <p>Every change of rollout state and of the replicas' adapter sets runs on one worker thread, in order: a join
  * never races a switch, so a replica never enters service without the version that is active when it does.
@@ -50,12 +54,16 @@ public final class RolloutController implements AutoCloseable {
   private final InferenceMetrics metrics;
   private final Duration loadTimeout;
   private final int loadAttempts;
-  private final ExecutorService worker;
+  private final ScheduledExecutorService worker;
   private final ExecutorService loads;
   private volatile boolean caughtUp;
   private volatile boolean started;
   private volatile Optional<String> startPin;
   private volatile Runnable onServingChange = () -> {};
+  // The advance() scheduled for a deferred load's retry, if any (touched on the worker thread only).
+  private ScheduledFuture<?> retry;
+  private long retryScheduledAtMs;
+  private long startWaitSinceMs;
 
   public RolloutController(AdapterRollout rollout, EngineRouter router, InferenceMetrics metrics,
       Duration loadTimeout, int loadAttempts, Optional<String> startPin) {
@@ -65,7 +73,7 @@ public final class RolloutController implements AutoCloseable {
     this.loadTimeout = loadTimeout;
     this.loadAttempts = loadAttempts;
     this.startPin = startPin;
-    this.worker = Executors.newSingleThreadExecutor(daemon("rollout"));
+    this.worker = Executors.newSingleThreadScheduledExecutor(daemon("rollout"));
     this.loads = Executors.newCachedThreadPool(daemon("adapter-load"));
   }
 
@@ -129,7 +137,7 @@ public final class RolloutController implements AutoCloseable {
       if (!caughtUp) {
         caughtUp = true;
         log.info("adapter version history read: {} versions, newest good: {}", rollout.versions().size(),
-            rollout.nextAutomaticLoad().map(AdapterVersion::getVersionId).orElse("none"));
+            rollout.nextAutomaticLoad(System.currentTimeMillis()).map(AdapterVersion::getVersionId).orElse("none"));
       }
       advance();
     });
@@ -205,7 +213,10 @@ public final class RolloutController implements AutoCloseable {
     return activeView();
   }
 
-  /** Loads {@code v} on every replica in service that lacks it; throws (and marks it FAILED) when one refuses. */
+  /**
+   * Loads {@code v} on every replica in service that lacks it. Throws FAILED_PRECONDITION (and marks it FAILED)
+   * when a replica refuses it for good, UNAVAILABLE (the version stays as it was) when no replica could take it now.
+   */
   private void ensureLoaded(AdapterVersion v) {
     String id = v.getVersionId();
     List<EngineReplica> replicas = router.inService();
@@ -221,6 +232,11 @@ public final class RolloutController implements AutoCloseable {
       loadEverywhere(v, replicas);
       rollout.loadSucceeded(id);
     } catch (LoadFailure f) {
+      if (!f.definite()) {
+        rollout.loadDeferred(id, f.getMessage(), System.currentTimeMillis());
+        throw Status.UNAVAILABLE.withDescription("version " + id + " could not be loaded now (not a fault of the "
+            + "version; retry): " + f.getMessage()).asRuntimeException();
+      }
       rollout.loadFailed(id, f.getMessage());
       throw Status.FAILED_PRECONDITION.withDescription("version " + id + " could not be loaded: " + f.getMessage())
           .asRuntimeException();
@@ -243,8 +259,8 @@ public final class RolloutController implements AutoCloseable {
             e.getMessage());
       }
     }
-    for (Optional<AdapterVersion> next = rollout.nextAutomaticLoad(); next.isPresent();
-        next = rollout.nextAutomaticLoad()) {
+    for (Optional<AdapterVersion> next = rollout.nextAutomaticLoad(System.currentTimeMillis()); next.isPresent();
+        next = rollout.nextAutomaticLoad(System.currentTimeMillis())) {
       AdapterVersion v = next.get();
       List<EngineReplica> replicas = router.inService();
       if (replicas.isEmpty()) {
@@ -255,11 +271,19 @@ public final class RolloutController implements AutoCloseable {
       try {
         loadEverywhere(v, replicas);
       } catch (LoadFailure f) {
-        rollout.loadFailed(v.getVersionId(), f.getMessage());
-        metrics.rollouts.labelValues("failed").inc();
-        log.warn("adapter version {} failed to load, traffic stays on {}: {}", v.getVersionId(),
-            label(rollout.active()), f.getMessage());
-        continue;
+        if (f.definite()) {
+          rollout.loadFailed(v.getVersionId(), f.getMessage());
+          metrics.rollouts.labelValues("failed").inc();
+          log.warn("adapter version {} failed to load, traffic stays on {}: {}", v.getVersionId(),
+              label(rollout.active()), f.getMessage());
+          continue;
+        }
+        long delay = rollout.loadDeferred(v.getVersionId(), f.getMessage(), System.currentTimeMillis());
+        metrics.rollouts.labelValues("deferred").inc();
+        log.warn("adapter version {} not loaded for now (no fault of the version), traffic stays on {}; retrying in "
+            + "{} s or when a replica joins: {}", v.getVersionId(), label(rollout.active()), delay / 1000,
+            f.getMessage());
+        break;
       }
       rollout.loadSucceeded(v.getVersionId());
       Optional<Switch> s = rollout.activateAutomatically(v.getVersionId(), System.currentTimeMillis());
@@ -275,12 +299,39 @@ public final class RolloutController implements AutoCloseable {
         log.info("adapter version {} loaded but not activated (rollout paused or pinned)", v.getVersionId());
       }
     }
-    if (!started) {
+    Optional<Long> retryAt = rollout.retryAt();
+    retryAt.ifPresent(this::scheduleRetry);
+    // A restart comes back on the newest good version: while its load waits for the engines, do not start, but for
+    // no longer than one load's deadline (a load that never gets through must not keep the service down).
+    long now = System.currentTimeMillis();
+    if (retryAt.isPresent() && startWaitSinceMs == 0) {
+      startWaitSinceMs = now;
+    }
+    boolean waitedEnough = startWaitSinceMs > 0 && now - startWaitSinceMs >= loadTimeout.toMillis();
+    if (!started && (retryAt.isEmpty() || waitedEnough)) {
+      if (retryAt.isPresent()) {
+        log.warn("starting on {} while the newest version waits to load (retried in the background)",
+            label(rollout.active()));
+      }
       sweepStaleAdapters();
       started = true;
       log.info("serving: active version {} on {} replicas", label(rollout.active()), router.inService().size());
       onServingChange.run();
     }
+  }
+
+  /** Runs advance() again at {@code atMs}, unless one is due earlier already. */
+  private void scheduleRetry(long atMs) {
+    // A timer due in the past may be the one running this very advance(): it does not count.
+    if (retry != null && !retry.isDone() && retryScheduledAtMs > System.currentTimeMillis()
+        && retryScheduledAtMs <= atMs) {
+      return;
+    }
+    if (retry != null) {
+      retry.cancel(false);
+    }
+    retryScheduledAtMs = atMs;
+    retry = worker.schedule(this::advance, Math.max(0, atMs - System.currentTimeMillis()), TimeUnit.MILLISECONDS);
   }
 
   private void join(EngineReplica replica) {
@@ -312,6 +363,7 @@ public final class RolloutController implements AutoCloseable {
       if (replica.finishJoin(have)) {
         log.info("engine replica {} in service with active version {} ({} adapters)", replica.name(), label(active),
             have.size());
+        rollout.replicaJoined();
         onServingChange.run();
       }
     } catch (LoadFailure | StatusRuntimeException e) {
@@ -378,17 +430,37 @@ public final class RolloutController implements AutoCloseable {
     }
   }
 
-  /** Why a version could not be loaded on some replica. */
+  /**
+   * Why a version could not be loaded on some replica. {@code definite}: the replica refused it for good (the version
+   * FAILS); otherwise no replica could take it for now (unreachable, deadline, busy: the load is retried later).
+   */
   static class LoadFailure extends Exception {
+    private final boolean definite;
+
     LoadFailure(String message) {
+      this(message, true);
+    }
+
+    LoadFailure(String message, boolean definite) {
       super(message, null, false, false);
+      this.definite = definite;
+    }
+
+    boolean definite() {
+      return definite;
     }
   }
 
+  /** Codes with which an engine refuses a version for good; any other failure may pass. */
+  private static final Set<Status.Code> DEFINITE_REFUSALS = Set.of(Status.Code.INVALID_ARGUMENT,
+      Status.Code.FAILED_PRECONDITION, Status.Code.NOT_FOUND, Status.Code.PERMISSION_DENIED, Status.Code.OUT_OF_RANGE,
+      Status.Code.UNIMPLEMENTED, Status.Code.ALREADY_EXISTS);
+
   /**
-   * Loads {@code v} on all {@code replicas} at once. A replica that refuses it (or does not answer in time) fails
-   * the version: those that took it unload it again. A replica that has become unreachable is taken out of service
-   * instead (it gets the active version when it rejoins), as long as some replica took the version.
+   * Loads {@code v} on all {@code replicas} at once. A replica that refuses it for good fails the version: those
+   * that took it unload it again. A replica that has become unreachable is taken out of service instead (it gets the
+   * active version when it rejoins), as long as some replica took the version. When none took it, or one failed it
+   * only for now (deadline, busy), nothing is decided: those that took it unload it and the load is deferred.
    */
   private void loadEverywhere(AdapterVersion v, List<EngineReplica> replicas) throws LoadFailure {
     String id = v.getVersionId();
@@ -401,7 +473,8 @@ public final class RolloutController implements AutoCloseable {
     }
     List<EngineReplica> loaded = new ArrayList<>();
     List<String> refusals = new ArrayList<>();
-    List<EngineReplica> unreachable = new ArrayList<>();
+    List<String> transients = new ArrayList<>();
+    List<String> unreachable = new ArrayList<>();
     for (int i = 0; i < replicas.size(); i++) {
       EngineReplica r = replicas.get(i);
       try {
@@ -410,26 +483,32 @@ public final class RolloutController implements AutoCloseable {
       } catch (ExecutionException e) {
         Throwable cause = e.getCause();
         if (cause instanceof Unreachable u) {
-          unreachable.add(r);
+          unreachable.add(u.getMessage());
           r.markDown(u.getMessage());
           log.warn("engine replica {} unreachable while loading {}; out of service until it rejoins: {}", r.name(),
               id, u.getMessage());
+        } else if (cause instanceof LoadFailure f && !f.definite()) {
+          transients.add(f.getMessage());
         } else {
           refusals.add(cause.getMessage());
         }
       } catch (InterruptedException e) {
         Thread.currentThread().interrupt();
-        refusals.add(r.name() + ": interrupted");
+        transients.add(r.name() + ": interrupted");
       }
     }
-    if (refusals.isEmpty() && loaded.isEmpty()) {
-      refusals.add("no replica could be reached");
-    }
-    if (!refusals.isEmpty()) {
+    if (!refusals.isEmpty() || !transients.isEmpty() || loaded.isEmpty()) {
       for (EngineReplica r : loaded) {
         unloadOn(r, id);
       }
-      throw new LoadFailure(String.join("; ", refusals));
+      if (!refusals.isEmpty()) {
+        throw new LoadFailure(String.join("; ", refusals));
+      }
+      List<String> why = new ArrayList<>(transients);
+      if (loaded.isEmpty() && transients.isEmpty()) {
+        why.add("no replica could be reached: " + String.join("; ", unreachable));
+      }
+      throw new LoadFailure(String.join("; ", why), false);
     }
     loaded.forEach(r -> r.addAdapter(id));
   }
@@ -437,7 +516,7 @@ public final class RolloutController implements AutoCloseable {
   /** The replica did not answer (connection refused or reset): a fault of the replica, not of the version. */
   static final class Unreachable extends LoadFailure {
     Unreachable(String message) {
-      super(message);
+      super(message, false);
     }
   }
 
@@ -475,7 +554,8 @@ public final class RolloutController implements AutoCloseable {
           if (code == Status.Code.UNAVAILABLE) {
             throw new Unreachable(reason);
           }
-          throw new LoadFailure(reason + (attempt > 1 ? " (after " + attempt + " attempts)" : ""));
+          throw new LoadFailure(reason + (attempt > 1 ? " (after " + attempt + " attempts)" : ""),
+              DEFINITE_REFUSALS.contains(code));
         }
         log.info("loading {} on {} failed ({}), attempt {} of {}", v.getVersionId(), replica.name(), reason,
             attempt, loadAttempts);

@@ -31,7 +31,7 @@ class AdapterRolloutTest {
     if (publish) {
       rollout.publish(v);
     }
-    assertEquals(Optional.of(v), rollout.nextAutomaticLoad());
+    assertEquals(Optional.of(v), rollout.nextAutomaticLoad(NOW));
     rollout.loadStarted(v.getVersionId());
     rollout.loadSucceeded(v.getVersionId());
     return rollout.activateAutomatically(v.getVersionId(), NOW).orElseThrow();
@@ -48,7 +48,7 @@ class AdapterRolloutTest {
   @Test
   void theBaseModelServesUntilAVersionIsRolledOut() {
     assertEquals(AdapterRollout.BASE, rollout.active());
-    assertEquals(Optional.empty(), rollout.nextAutomaticLoad());
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW));
     assertEquals(AdapterRollout.BASE, rollout.resolve(""));
   }
 
@@ -94,7 +94,7 @@ class AdapterRolloutTest {
     rollout.publish(Versions.of("run-1", 1));
     rollout.publish(Versions.of("run-1", 2));
     rollout.publish(Versions.of("run-1", 3));
-    assertEquals(id(3), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    assertEquals(id(3), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
   }
 
   @Test
@@ -102,9 +102,9 @@ class AdapterRolloutTest {
     rollout.publish(Versions.of("run-1", 1));
     rollout.loadStarted(id(1));
     rollout.publish(Versions.of("run-1", 2));
-    assertEquals(Optional.empty(), rollout.nextAutomaticLoad());
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW));
     rollout.loadSucceeded(id(1));
-    assertEquals(id(2), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    assertEquals(id(2), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
   }
 
   @Test
@@ -116,8 +116,52 @@ class AdapterRolloutTest {
     assertEquals(id(1), rollout.active());
     assertEquals(FAILED, status(id(2)));
     assertEquals("replica b: NOT_FOUND adapter directory missing", rollout.view(id(2)).orElseThrow().failureReason());
-    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(), "a failed version is not retried automatically");
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW), "a failed version is not retried automatically");
     assertThrows(IllegalStateException.class, () -> rollout.resolve(id(2)));
+  }
+
+  @Test
+  void aLoadThatNoReplicaCouldTakeForNowIsRetriedWithGrowingBackoffNotFailed() {
+    rollOut(Versions.of("run-1", 1));
+    rollout.publish(Versions.of("run-1", 2));
+    rollout.loadStarted(id(2));
+    assertEquals(1_000, rollout.loadDeferred(id(2), "no replica could be reached", NOW));
+    assertEquals(PUBLISHED, status(id(2)), "an outage is not a fault of the version");
+    assertEquals(Optional.of(NOW + 1_000), rollout.retryAt());
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW + 999), "waits out its backoff");
+    assertEquals(id(2), rollout.nextAutomaticLoad(NOW + 1_000).orElseThrow().getVersionId());
+    rollout.loadStarted(id(2));
+    assertEquals(2_000, rollout.loadDeferred(id(2), "engine-b: DEADLINE_EXCEEDED", NOW + 1_000));
+    rollout.loadStarted(id(2));
+    assertEquals(4_000, rollout.loadDeferred(id(2), "engine-b: DEADLINE_EXCEEDED", NOW + 3_000));
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW + 3_001));
+    rollout.replicaJoined();
+    assertEquals(id(2), rollout.nextAutomaticLoad(NOW + 3_001).orElseThrow().getVersionId(),
+        "a replica that (re)joins is news: retry at once");
+    rollout.loadStarted(id(2));
+    rollout.loadSucceeded(id(2));
+    assertEquals(Optional.empty(), rollout.retryAt());
+    assertEquals(id(2), rollout.activateAutomatically(id(2), NOW).orElseThrow().active());
+  }
+
+  @Test
+  void theBackoffIsCappedAtAMinute() {
+    rollout.publish(Versions.of("run-1", 1));
+    long delay = 0;
+    for (int i = 0; i < 12; i++) {
+      rollout.loadStarted(id(1));
+      delay = rollout.loadDeferred(id(1), "no replica could be reached", NOW);
+    }
+    assertEquals(60_000, delay);
+  }
+
+  @Test
+  void aNewerVersionDoesNotWaitForTheBackoffOfAnOlderOne() {
+    rollout.publish(Versions.of("run-1", 1));
+    rollout.loadStarted(id(1));
+    rollout.loadDeferred(id(1), "no replica could be reached", NOW);
+    rollout.publish(Versions.of("run-1", 2));
+    assertEquals(id(2), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
   }
 
   @Test
@@ -125,10 +169,10 @@ class AdapterRolloutTest {
     for (int n = 1; n <= 5; n++) {
       rollout.publish(Versions.of("run-1", n));
     }
-    assertEquals(id(5), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    assertEquals(id(5), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
     rollout.loadStarted(id(5));
     rollout.loadFailed(id(5), "directory deleted");
-    assertEquals(id(4), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    assertEquals(id(4), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
   }
 
   @Test
@@ -145,7 +189,7 @@ class AdapterRolloutTest {
     for (var v : rollout.versions()) {
       assertEquals(FAILED, v.status());
     }
-    assertEquals(Optional.empty(), rollout.nextAutomaticLoad());
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW));
   }
 
   @Test
@@ -162,7 +206,7 @@ class AdapterRolloutTest {
     rollOut(Versions.of("run-z", 1));
     rollout.publish(Versions.builder("run-z", 999_999).setUri("nowhere").build());
     String forged = Versions.id("run-z", 999_999);
-    assertEquals(forged, rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    assertEquals(forged, rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
     rollout.loadStarted(forged);
     rollout.loadFailed(forged, "engine-a: NOT_FOUND adapter directory nowhere does not exist");
     for (int n = 2; n <= 3; n++) {
@@ -176,10 +220,10 @@ class AdapterRolloutTest {
   void aLowerVersionPublishedWhileAHigherOneIsPendingWaitsBehindIt() {
     rollout.publish(Versions.of("run-1", 5));
     assertEquals(PUBLISHED, rollout.publish(Versions.of("run-1", 3)).status());
-    assertEquals(id(5), rollout.nextAutomaticLoad().orElseThrow().getVersionId(), "the higher number goes first");
+    assertEquals(id(5), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId(), "the higher number goes first");
     rollout.loadStarted(id(5));
     rollout.loadFailed(id(5), "directory deleted");
-    assertEquals(id(3), rollout.nextAutomaticLoad().orElseThrow().getVersionId(), "v5 failed: v3 is the newest");
+    assertEquals(id(3), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId(), "v5 failed: v3 is the newest");
   }
 
   @Test
@@ -210,7 +254,7 @@ class AdapterRolloutTest {
     rollout.publish(Versions.builder("run-1", 1).setUri("run-1/v000001-fixed").build());
     rollout.loadFailed(id(1), "NOT_FOUND nowhere");
     assertEquals(PUBLISHED, status(id(1)));
-    assertEquals("run-1/v000001-fixed", rollout.nextAutomaticLoad().orElseThrow().getUri());
+    assertEquals("run-1/v000001-fixed", rollout.nextAutomaticLoad(NOW).orElseThrow().getUri());
   }
 
   @Test
@@ -252,9 +296,9 @@ class AdapterRolloutTest {
     assertEquals(FAILED, status(id(2)));
     assertEquals(Optional.of(id(1)), rollout.state().pinned());
     rollout.publish(Versions.of("run-1", 3));
-    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(), "pinned: no automatic rollout");
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW), "pinned: no automatic rollout");
     rollout.resume();
-    assertEquals(id(3), rollout.nextAutomaticLoad().orElseThrow().getVersionId(),
+    assertEquals(id(3), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId(),
         "resuming goes forward to new versions, never back to the one rolled back from");
   }
 
@@ -288,9 +332,9 @@ class AdapterRolloutTest {
     assertEquals(Optional.empty(), rollout.activateAutomatically(id(2), NOW));
     assertEquals(READY, status(id(2)));
     rollout.publish(Versions.of("run-1", 3));
-    assertEquals(Optional.empty(), rollout.nextAutomaticLoad());
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW));
     rollout.resume();
-    assertEquals(id(3), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    assertEquals(id(3), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
   }
 
   @Test

@@ -230,6 +230,85 @@ class RolloutControllerTest {
   }
 
   @Test
+  void aVersionWhoseLoadFindsNoReplicaReachableWaitsAndLoadsWhenTheyReturn() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    for (InProcessEngine e : service.engines.values()) {
+      e.loadOutcome = r -> {
+        e.crash(); // the whole pool goes away during the load
+        return Status.UNAVAILABLE.withDescription("connection reset");
+      };
+    }
+    service.controller().published(Versions.of("run-1", 2));
+    Await.until("both replicas out of service", () -> service.server.router().inService().isEmpty());
+    Await.until("the load given up for now", () -> service.controller().rollout().view(V2)
+        .map(v -> v.status() != AdapterRollout.Status.LOADING).orElse(false));
+    assertEquals(AdapterRollout.Status.PUBLISHED, service.controller().rollout().view(V2).orElseThrow().status(),
+        "an outage of the engines is not a fault of the version");
+    for (InProcessEngine e : service.engines.values()) {
+      e.loadOutcome = r -> null;
+      e.restart();
+    }
+    service.awaitActive(V2);
+    assertEquals(V2, service.inference.generate(hello()).getAdapterVersion());
+  }
+
+  @Test
+  void aTransientRefusalIsRetriedWithBackoffNotFailedAndTheReplicaStaysInService() {
+    service = new InProcessInference(2, Map.of("rollout.load.attempts", "1"), InProcessInference.autoAckKafka())
+        .started(Versions.of("run-1", 1));
+    InProcessEngine b = service.engine(1);
+    java.util.concurrent.atomic.AtomicInteger busy = new java.util.concurrent.atomic.AtomicInteger(2);
+    b.loadOutcome = r -> busy.getAndDecrement() > 0
+        ? Status.RESOURCE_EXHAUSTED.withDescription("adapter slots busy") : null;
+    long t0 = System.nanoTime();
+    service.controller().published(Versions.of("run-1", 2));
+    service.awaitActive(V2);
+    assertTrue(System.nanoTime() - t0 > 1_000_000_000L, "the retry waited for its backoff");
+    assertEquals(2, service.server.router().inService().size(), "a busy replica is not taken out of service");
+    assertTrue(service.engines.values().stream().allMatch(e -> e.adapters.containsKey(V2)));
+  }
+
+  @Test
+  void atStartTheServiceWaitsForTheVersionItShouldServeButNotLongerThanALoadDeadline() {
+    service = new InProcessInference(2, Map.of("rollout.load.attempts", "1", "rollout.load.timeout.ms", "1500"),
+        InProcessInference.autoAckKafka());
+    for (InProcessEngine e : service.engines.values()) {
+      e.loadOutcome = r -> Status.RESOURCE_EXHAUSTED.withDescription("adapter slots busy");
+    }
+    service.controller().published(Versions.of("run-1", 1));
+    service.controller().caughtUp();
+    Await.until("v1 deferred", () -> service.controller().rollout().view(V1)
+        .map(v -> v.failureReason().startsWith("not loaded yet")).orElse(false));
+    assertFalse(service.controller().started(), "not serving the base model while v1 may still come");
+    service.awaitStarted();
+    assertEquals("", service.inference.generate(hello()).getAdapterVersion(), "v1 stuck: the base model serves");
+    for (InProcessEngine e : service.engines.values()) {
+      e.loadOutcome = r -> null;
+    }
+    service.awaitActive(V1);
+  }
+
+  @Test
+  void anActivateThatReachesNoReplicaIsUnavailableAndDoesNotFailTheVersion() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    service.controller().pause();
+    service.controller().published(Versions.of("run-1", 2));
+    Await.until("v2 listed", () -> service.controller().rollout().view(V2).isPresent());
+    for (InProcessEngine e : service.engines.values()) {
+      e.loadOutcome = r -> Status.DEADLINE_EXCEEDED.withDescription("load took too long");
+    }
+    StatusRuntimeException e = org.junit.jupiter.api.Assertions.assertThrows(StatusRuntimeException.class,
+        () -> service.adapters.activate(ActivateRequest.newBuilder().setVersionId(V2).build()));
+    assertEquals(Status.Code.UNAVAILABLE, e.getStatus().getCode());
+    assertEquals(AdapterRollout.Status.PUBLISHED, service.controller().rollout().view(V2).orElseThrow().status());
+    for (InProcessEngine engine : service.engines.values()) {
+      engine.loadOutcome = r -> null;
+    }
+    assertEquals(V2, service.adapters.activate(ActivateRequest.newBuilder().setVersionId(V2).build())
+        .getVersionId());
+  }
+
+  @Test
   void operatorsActivateRollBackPauseAndResume() {
     service = InProcessInference.start().started(Versions.of("run-1", 1));
     service.rollOut(Versions.of("run-1", 2));
