@@ -451,10 +451,13 @@ public final class RolloutController implements AutoCloseable {
     }
   }
 
-  /** Codes with which an engine refuses a version for good; any other failure may pass. */
+  /**
+   * Codes with which an engine refuses a version for good; any other failure may pass. ALREADY_EXISTS is not one:
+   * with the name listed, the digest decides; unlisted (loading or draining there), it may pass.
+   */
   private static final Set<Status.Code> DEFINITE_REFUSALS = Set.of(Status.Code.INVALID_ARGUMENT,
       Status.Code.FAILED_PRECONDITION, Status.Code.NOT_FOUND, Status.Code.PERMISSION_DENIED, Status.Code.OUT_OF_RANGE,
-      Status.Code.UNIMPLEMENTED, Status.Code.ALREADY_EXISTS);
+      Status.Code.UNIMPLEMENTED);
 
   /**
    * Loads {@code v} on all {@code replicas} at once. A replica that refuses it for good fails the version: those
@@ -546,7 +549,7 @@ public final class RolloutController implements AutoCloseable {
           if (held != null) {
             throw new LoadFailure(otherContent(replica, v.getVersionId(), held, v.getSha256()));
           }
-          retryable = true; // not listed: still loading there, or bound to other content (refused after the attempts)
+          retryable = true; // not listed: still loading or draining there; the next attempt asks again
         }
         String reason = replica.name() + ": " + code + (e.getStatus().getDescription() == null ? ""
             : " " + e.getStatus().getDescription());
