@@ -50,6 +50,8 @@ final class Ids {
         throw new IllegalStateException("HmacSHA256 is not available in this JVM", e);
       }
     });
+    // The JVM's first DRBG and HMAC cost ~0.2 s (providers load): pay it at start, not on the first request.
+    issuedTo(newRequestId(""), "");
   }
 
   /** A random key of {@link #MIN_KEY_BYTES} bytes, for a service started without {@code ids.signing.key}. */

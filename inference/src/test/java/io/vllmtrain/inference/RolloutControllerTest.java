@@ -96,6 +96,7 @@ class RolloutControllerTest {
   void aRolloutUnderLoadFailsNoRequestAndLabelsEachWithTheVersionThatServedIt() throws Exception {
     service = InProcessInference.start().started(Versions.of("run-1", 1));
     Load load = new Load(service, 8);
+    Await.until("answers on v1", () -> load.answers.size() >= 8);
     for (int n = 2; n <= 5; n++) {
       service.rollOut(Versions.of("run-1", n));
       Thread.sleep(100);
