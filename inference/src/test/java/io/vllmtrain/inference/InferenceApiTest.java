@@ -465,6 +465,21 @@ class InferenceApiTest {
   }
 
   @Test
+  void anEngineCallThatFailsToStartGoesToAnotherReplicaAndLeavesNothingOutstanding() {
+    InProcessEngine a = service.engine(0);
+    service.engineChannels.get(a.name).failToStart = true;
+    for (int i = 0; i < 4; i++) {
+      assertEquals(V1, service.inference.generate(chat("still here?")).getAdapterVersion());
+      List<GenerateChunk> chunks = new ArrayList<>();
+      service.inference.generateStream(chat("and streaming?")).forEachRemaining(chunks::add);
+      assertTrue(chunks.get(chunks.size() - 1).getFinishReason().equals("stop"), chunks.toString());
+    }
+    EngineReplica replicaA = service.server.router().replicas().stream().filter(r -> r.name().equals(a.name))
+        .findFirst().orElseThrow();
+    assertEquals(0, replicaA.outstanding(), "a call that never started is not outstanding");
+  }
+
+  @Test
   void healthIsServingOnceStartedAndNotServingWithoutEngines() {
     var health = HealthGrpc.newBlockingStub(service.channel);
     assertEquals(ServingStatus.SERVING, health.check(HealthCheckRequest.newBuilder()
