@@ -17,13 +17,35 @@ import java.util.regex.Pattern;
  * The adapter rollout state machine, free of I/O: which versions exist, which one serves traffic, which to load or
  * unload next. {@link RolloutController} carries its decisions out on the engines and reports back.
  *
- * <p>A version read from {@code llm.adapter-versions} is checked (version id of the form {@code <run>/vNNNNNN},
- * number above the last one of its run, sha256 present, our base model) and becomes PUBLISHED, or FAILED with the
- * reason. Automatic rollout loads the newest good version newer than the active one (LOADING); once every replica
- * has it, it becomes ACTIVE and the one before it READY. The last {@code keep} loaded versions (active included)
- * stay loaded for instant rollback; older ones are RETIRED (unloaded). A version an engine refused is FAILED and
- * traffic stays where it was. Activate and Rollback pin the version they switch to: automatic rollout waits until
- * {@link #resume()}. Rollback also marks the version it leaves FAILED, so that resuming does not bring it back.
+ * <p>States of a version and what moves it:
+ * <ul>
+ *   <li><b>PUBLISHED</b>: a record read from {@code llm.adapter-versions} that passed the checks: trusted (its
+ *       signature, checked outside, and its run in the trusted runs if those are listed), version id of the form
+ *       {@code <run>/vNNNNNN} matching run and number, number above the highest of its run that has <em>loaded</em>
+ *       (a version that never loaded raises no bar), sha256 of 64 hex digits, our base model, a uri. Otherwise the
+ *       record is <b>FAILED</b> with the reason (refused by a check).
+ *   <li>PUBLISHED, READY or RETIRED → <b>LOADING</b> ({@link #loadStarted}): automatic rollout picks the newest good
+ *       version published after the active one, skipping a version while a higher number of its run is still good
+ *       (so a lower number published after a higher one waits behind it); or an operator's Activate.
+ *   <li>LOADING → <b>READY</b> ({@link #loadSucceeded}: every replica in service has it); the number now is the
+ *       bar of its run. READY → <b>ACTIVE</b> when traffic switches to it ({@link #activateAutomatically},
+ *       {@link #activatePinned}); the version it replaces becomes READY.
+ *   <li>LOADING → <b>FAILED</b> ({@link #loadFailed}: a replica refused it for good, e.g. NOT_FOUND, INVALID_ARGUMENT,
+ *       FAILED_PRECONDITION or another sha256); traffic stays where it was.
+ *   <li>LOADING → back to where it was ({@link #loadDeferred}: no replica could take it for now, all unreachable or
+ *       a transient refusal): never FAILED for that; automatic rollout tries it again after a backoff of 1 s,
+ *       doubling to at most a minute, or at once when a replica joins ({@link #replicaJoined}).
+ *   <li>READY → <b>RETIRED</b> (unloaded) when it falls out of the last {@code keep} loaded versions.
+ *   <li>ACTIVE → <b>FAILED</b> when an operator rolls back from it ({@link #rollBackTo}).
+ * </ul>
+ *
+ * <p>Records of a version id seen before: once a version has loaded, its id names that content for good and later
+ * records are ignored. A version that never loaded does not claim its id: a later trusted record replaces it (the
+ * compacted topic keeps the last record per id, as a restart would see it); one that arrives during its load
+ * replaces it if the load fails. An untrusted record replaces nothing.
+ *
+ * <p>Activate and Rollback pin the version they switch to: automatic rollout waits until {@link #resume()}.
+ * Rollback also marks the version it leaves FAILED, so that resuming does not bring it back.
  *
  * <p>Thread-safe; {@link #resolve} reads the active version without a lock because every request calls it.
  */
@@ -57,6 +79,9 @@ public final class AdapterRollout {
   }
 
   private static final int HISTORY_LIMIT = 100;
+  /** Backoff of a deferred load: 1 s, doubling, at most a minute. */
+  static final long FIRST_RETRY_MS = 1_000;
+  static final long MAX_RETRY_MS = 60_000;
   private static final Pattern SHA256 = Pattern.compile("[0-9a-f]{64}");
 
   private static final class Entry {
@@ -66,7 +91,16 @@ public final class AdapterRollout {
     String failureReason = "";
     boolean refusedByCheck;
     boolean loaded;
+    // Was on every replica in service once: its content is what its id names from then on.
+    boolean everLoaded;
+    // A later record of this version that arrived while it was loading: it replaces this one if the load fails.
+    AdapterVersion replacement;
     long activatedAtMs;
+    // The status before loadStarted, to return to when a load is deferred.
+    Status beforeLoad;
+    // Loads deferred in a row (no replica could take it for now), and when automatic rollout may try again.
+    int deferrals;
+    long retryAtMs;
 
     Entry(AdapterVersion spec, long seq) {
       this.spec = spec;
@@ -80,8 +114,10 @@ public final class AdapterRollout {
 
   private final String baseModel;
   private final int keep;
+  private final List<String> trustedRuns;
   private final Map<String, Entry> versions = new LinkedHashMap<>(); // publish order
-  private final Map<String, Long> latestNumberByRun = new HashMap<>();
+  // Highest version number of each run that was loaded on every replica: the bar a new version must pass.
+  private final Map<String, Long> loadedNumberByRun = new HashMap<>();
   private final Deque<String> previouslyActive = new ArrayDeque<>(); // most recent last
   private long nextSeq;
   private volatile String active = BASE;
@@ -90,12 +126,21 @@ public final class AdapterRollout {
   private String loading;
 
   public AdapterRollout(String baseModel, int keep) {
+    this(baseModel, keep, List.of());
+  }
+
+  /**
+   * With {@code trustedRuns} not empty, only versions of those runs pass the checks; an entry ending in {@code *}
+   * stands for every run id that starts with what comes before it.
+   */
+  public AdapterRollout(String baseModel, int keep, List<String> trustedRuns) {
     if (keep < 2) {
       // With one, the previous version would be unloaded while requests that started on it are still running.
       throw new IllegalArgumentException("keep must be at least 2, got " + keep);
     }
     this.baseModel = baseModel;
     this.keep = keep;
+    this.trustedRuns = List.copyOf(trustedRuns);
   }
 
   public String baseModel() {
@@ -107,20 +152,36 @@ public final class AdapterRollout {
     return active;
   }
 
-  /**
-   * Records a version read from the topic and returns how it stands. A version id seen before is the same version
-   * (ids are immutable; the compacted topic delivers it again after a restart): its current view is returned.
-   */
+  /** Records a trusted version read from the topic; see {@link #publish(AdapterVersion, String)}. */
   public synchronized VersionView publish(AdapterVersion v) {
+    return publish(v, null);
+  }
+
+  /**
+   * Records a version read from the topic and returns how it stands. {@code untrusted} is null for a record that
+   * passed the trust checks done outside (its signature), else why it did not: it is then FAILED.
+   *
+   * <p>A version id that has been loaded once names that content for good: a later record of it is ignored (its
+   * current view is returned). A version id that never loaded does not claim its id: a later trusted record replaces
+   * it (the compacted topic keeps only the last record of each id, so that is also what a restart sees); while the
+   * first is loading, the later one replaces it if that load fails. An untrusted record never replaces anything.
+   */
+  public synchronized VersionView publish(AdapterVersion v, String untrusted) {
     Entry seen = versions.get(v.getVersionId());
     if (seen != null) {
-      return seen.view();
+      if (untrusted != null || seen.everLoaded) {
+        return seen.view();
+      }
+      if (seen.status == Status.LOADING) {
+        seen.replacement = v;
+        return seen.view();
+      }
+      versions.remove(v.getVersionId());
     }
     Entry e = new Entry(v, nextSeq++);
-    String refusal = check(v);
+    String refusal = untrusted != null ? untrusted : check(v);
     if (refusal == null) {
       e.status = Status.PUBLISHED;
-      latestNumberByRun.put(v.getRunId(), v.getVersion());
     } else {
       e.status = Status.FAILED;
       e.failureReason = refusal;
@@ -142,10 +203,14 @@ public final class AdapterRollout {
     if (!v.getVersionId().equals(expectedId)) {
       return "version_id '" + v.getVersionId() + "' does not match run_id and version (expected '" + expectedId + "')";
     }
-    Long latest = latestNumberByRun.get(v.getRunId());
-    if (latest != null && v.getVersion() <= latest) {
-      return "version " + v.getVersion() + " of run '" + v.getRunId() + "' is not above version " + latest
-          + ", published before it";
+    if (!trusted(v.getRunId())) {
+      return "run '" + v.getRunId() + "' is not in rollout.trusted.runs";
+    }
+    // Only against versions that loaded: one that never did (a forged number pointing nowhere) raises no bar.
+    Long loaded = loadedNumberByRun.get(v.getRunId());
+    if (loaded != null && v.getVersion() <= loaded) {
+      return "version " + v.getVersion() + " of run '" + v.getRunId() + "' is not above version " + loaded
+          + ", which was loaded";
     }
     if (v.getSha256().isBlank()) {
       return "sha256 is missing";
@@ -162,31 +227,89 @@ public final class AdapterRollout {
     return null;
   }
 
+  private boolean trusted(String runId) {
+    if (trustedRuns.isEmpty()) {
+      return true;
+    }
+    for (String t : trustedRuns) {
+      if (t.endsWith("*") ? runId.startsWith(t.substring(0, t.length() - 1)) : runId.equals(t)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   /**
    * The version automatic rollout should load and activate next: the newest good version published after the
-   * active one. Empty while paused, pinned, or while another load runs.
+   * active one, skipping a version while a higher number of its run is still good (waiting to load, or loaded).
+   * Empty while paused, pinned, while another load runs, and until {@code nowMs} reaches the retry time of that
+   * version when its last load was deferred.
    */
-  public synchronized Optional<AdapterVersion> nextAutomaticLoad() {
+  public synchronized Optional<AdapterVersion> nextAutomaticLoad(long nowMs) {
+    return automaticCandidate().filter(e -> e.retryAtMs <= nowMs).map(e -> e.spec);
+  }
+
+  /** When automatic rollout may try its next version again, if its last load was deferred. */
+  public synchronized Optional<Long> retryAt() {
+    return automaticCandidate().filter(e -> e.retryAtMs > 0).map(e -> e.retryAtMs);
+  }
+
+  private Optional<Entry> automaticCandidate() {
     if (paused || pinned != null || loading != null) {
       return Optional.empty();
+    }
+    Map<String, Long> highestGood = new HashMap<>();
+    for (Entry e : versions.values()) {
+      if (e.status != Status.FAILED) {
+        highestGood.merge(e.spec.getRunId(), e.spec.getVersion(), Math::max);
+      }
     }
     long activeSeq = active.equals(BASE) ? -1 : versions.get(active).seq;
     Entry newest = null;
     for (Entry e : versions.values()) {
       boolean good = e.status == Status.PUBLISHED || e.status == Status.READY || e.status == Status.RETIRED;
-      if (good && e.seq > activeSeq) {
+      if (good && e.seq > activeSeq && e.spec.getVersion() >= highestGood.get(e.spec.getRunId())) {
         newest = e;
       }
     }
-    return Optional.ofNullable(newest).map(e -> e.spec);
+    return Optional.ofNullable(newest);
   }
 
   /** The controller starts loading {@code id} into the engines. */
   public synchronized void loadStarted(String id) {
     Entry e = entry(id);
     loading = id;
+    e.beforeLoad = e.status;
     if (!e.loaded) {
       e.status = Status.LOADING;
+    }
+  }
+
+  /**
+   * No replica could take the version for now (all unreachable, or a transient refusal such as a deadline or busy
+   * engine): not a fault of the version. It returns to where it was and automatic rollout tries it again after a
+   * backoff (1 s, doubling, at most {@link #MAX_RETRY_MS}); returns that delay.
+   */
+  public synchronized long loadDeferred(String id, String reason, long nowMs) {
+    Entry e = entry(id);
+    if (id.equals(loading)) {
+      loading = null;
+    }
+    if (e.status == Status.LOADING) {
+      e.status = e.beforeLoad == null || e.beforeLoad == Status.LOADING ? Status.PUBLISHED : e.beforeLoad;
+    }
+    long delay = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS << Math.min(16, e.deferrals));
+    e.deferrals++;
+    e.retryAtMs = nowMs + delay;
+    e.failureReason = "not loaded yet, retrying in " + delay / 1000 + " s: " + reason;
+    return delay;
+  }
+
+  /** A replica entered service: what waited for one may be tried at once. */
+  public synchronized void replicaJoined() {
+    for (Entry e : versions.values()) {
+      e.retryAtMs = 0;
+      e.deferrals = 0;
     }
   }
 
@@ -197,13 +320,21 @@ public final class AdapterRollout {
       loading = null;
     }
     e.loaded = true;
+    e.everLoaded = true;
+    e.replacement = null;
+    e.deferrals = 0;
+    e.retryAtMs = 0;
+    loadedNumberByRun.merge(e.spec.getRunId(), e.spec.getVersion(), Math::max);
     if (e.status != Status.ACTIVE) {
       e.status = Status.READY;
       e.failureReason = "";
     }
   }
 
-  /** A replica refused or did not answer: the version is FAILED and traffic stays where it is. */
+  /**
+   * A replica refused the version: it is FAILED and traffic stays where it is. If a later record of it arrived
+   * during the load, that one takes its place (PUBLISHED, or FAILED by the checks).
+   */
   public synchronized void loadFailed(String id, String reason) {
     Entry e = entry(id);
     if (id.equals(loading)) {
@@ -211,6 +342,12 @@ public final class AdapterRollout {
     }
     e.status = Status.FAILED;
     e.failureReason = reason;
+    if (e.replacement != null && !e.everLoaded) {
+      AdapterVersion next = e.replacement;
+      e.replacement = null;
+      versions.remove(id);
+      publish(next);
+    }
   }
 
   /**
@@ -301,7 +438,7 @@ public final class AdapterRollout {
     return state();
   }
 
-  /** Resumes automatic rollout and drops any pin; the caller then asks {@link #nextAutomaticLoad()}. */
+  /** Resumes automatic rollout and drops any pin; the caller then asks {@link #nextAutomaticLoad}. */
   public synchronized State resume() {
     paused = false;
     pinned = null;

@@ -7,6 +7,7 @@ import io.vllmtrain.schemas.Topics;
 import java.time.Duration;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.stream.Collectors;
 import org.apache.kafka.clients.consumer.Consumer;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
@@ -16,6 +17,7 @@ import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.RecordDeserializationException;
 import org.apache.kafka.common.errors.WakeupException;
+import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -23,7 +25,9 @@ import org.slf4j.LoggerFactory;
 /**
  * Reads {@code llm.adapter-versions} from the beginning (it is compacted: one record per version) and then follows
  * it, handing each version to the {@link RolloutController}; tells it when the history present at start has been
- * read. No consumer group: every instance of the service reads every version and commits nothing.
+ * read. No consumer group: every instance of the service reads every version and commits nothing. With
+ * {@code rollout.signing.key}, a record whose {@link VersionSignature} is missing or wrong is handed on as untrusted
+ * (listed FAILED, never loaded).
  */
 public final class AdapterVersionFollower implements AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(AdapterVersionFollower.class);
@@ -31,14 +35,17 @@ public final class AdapterVersionFollower implements AutoCloseable {
   private final Consumer<String, AdapterVersion> consumer;
   private final RolloutController controller;
   private final InferenceMetrics metrics;
+  private final Optional<Secret> signingKey;
   private final Thread thread;
   private volatile boolean running = true;
 
+  /** With {@code signingKey}, records without a valid {@link VersionSignature} are handed on as untrusted. */
   public AdapterVersionFollower(Consumer<String, AdapterVersion> consumer, RolloutController controller,
-      InferenceMetrics metrics) {
+      InferenceMetrics metrics, Optional<Secret> signingKey) {
     this.consumer = consumer;
     this.controller = controller;
     this.metrics = metrics;
+    this.signingKey = signingKey;
     this.thread = new Thread(this::run, "adapter-versions");
     thread.setDaemon(true);
   }
@@ -77,7 +84,7 @@ public final class AdapterVersionFollower implements AutoCloseable {
               metrics.versionRecordsSkipped.inc();
               log.info("tombstone for adapter version {} at offset {} ignored", record.key(), record.offset());
             } else {
-              controller.published(record.value());
+              controller.published(record.value(), untrusted(record));
             }
           }
         } catch (RecordDeserializationException e) {
@@ -96,6 +103,15 @@ public final class AdapterVersionFollower implements AutoCloseable {
     } finally {
       consumer.close(Duration.ofSeconds(5));
     }
+  }
+
+  /** Why the record fails the signature check, or null (also when no signing key is configured). */
+  private String untrusted(ConsumerRecord<String, AdapterVersion> record) {
+    if (signingKey.isEmpty()) {
+      return null;
+    }
+    Header h = record.headers().lastHeader(VersionSignature.HEADER);
+    return VersionSignature.refusal(signingKey.get().bytes(), record.value(), h == null ? null : h.value());
   }
 
   /** Runs {@code call} until Kafka answers: at start Kafka may be unreachable, and nothing can serve until then. */

@@ -11,6 +11,7 @@ import java.time.Duration;
 import java.util.HashSet;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeSet;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
@@ -24,7 +25,8 @@ import org.slf4j.LoggerFactory;
 /**
  * Polls every engine replica's {@code Health} (and, for replicas in service, {@code ListAdapters}) on a fixed
  * interval. A replica that answers ready with our base model is handed to the {@link RolloutController} to join;
- * one that is unreachable, not ready, or has lost adapters it should hold (it restarted) is taken out of service.
+ * one that is unreachable, not ready, has lost adapters it should hold (it restarted), or holds one of them with
+ * another sha256 than the published version's is taken out of service.
  * A slow answer is not a failure until it happens {@value #SLOW_ANSWERS_TO_FAIL} times in a row: a busy CPU engine
  * answers late, and taking it out would only move its load elsewhere.
  */
@@ -155,14 +157,25 @@ public final class EngineHealthMonitor implements AutoCloseable {
 
           @Override
           public void onCompleted() {
-            Set<String> present = list.getAdaptersList().stream().map(AdapterInfo::getName)
-                .collect(Collectors.toSet());
+            Map<String, String> present = list.getAdaptersList().stream()
+                .collect(Collectors.toMap(AdapterInfo::getName, AdapterInfo::getSha256, (a, b) -> a));
             // Only adapters it held both before and after the call: a load or unload may have run meanwhile.
-            Set<String> missing = new HashSet<>(expectedBefore);
-            missing.retainAll(r.adapters());
-            missing.removeAll(present);
+            Set<String> expected = new HashSet<>(expectedBefore);
+            expected.retainAll(r.adapters());
+            Set<String> missing = new TreeSet<>();
+            Set<String> replaced = new TreeSet<>();
+            for (String name : expected) {
+              String held = present.get(name);
+              if (held == null) {
+                missing.add(name);
+              } else if (!controller.expectedDigest(name).map(held::equals).orElse(true)) {
+                replaced.add(name);
+              }
+            }
             if (!missing.isEmpty()) {
               down(r, "engine no longer holds " + missing + " (restarted?)");
+            } else if (!replaced.isEmpty()) {
+              down(r, "engine holds " + replaced + " with other content than published (sha256 differs)");
             }
             done(r);
           }

@@ -24,6 +24,9 @@ final class Errors {
     if (e instanceof RequestValidator.Invalid) {
       return Status.INVALID_ARGUMENT.withDescription(e.getMessage()).asRuntimeException();
     }
+    if (e instanceof RequestValidator.Denied) {
+      return Status.PERMISSION_DENIED.withDescription(e.getMessage()).asRuntimeException();
+    }
     if (e instanceof AdapterRollout.UnknownVersionException) {
       return Status.NOT_FOUND.withDescription(e.getMessage()).asRuntimeException();
     }

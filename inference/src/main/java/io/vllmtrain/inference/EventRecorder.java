@@ -3,12 +3,19 @@ package io.vllmtrain.inference;
 import io.vllmtrain.schemas.AvroSerdes;
 import io.vllmtrain.schemas.KafkaSettings;
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.time.Duration;
+import java.util.Collection;
+import java.util.List;
 import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.LinkedBlockingDeque;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
+import org.apache.avro.generic.IndexedRecord;
 import org.apache.avro.specific.SpecificRecord;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.Producer;
@@ -20,11 +27,21 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Event capture that never blocks or fails a user's request. {@link #record} puts the event in a bounded buffer
- * and returns at once; one sender thread hands events to an idempotent Kafka producer. An event leaves the buffer
- * only when Kafka has acknowledged it: while Kafka or the schema registry is unreachable, events wait and are sent
- * again. What the buffer cannot hold, what Kafka refuses for good, and what is still unsent at shutdown is counted
- * and logged with its topic and key (the request id), never dropped silently.
+ * Event capture that never blocks a user's request. {@link #record} puts the event in a buffer bounded both in
+ * events and in bytes and returns at once; one sender thread hands events to an idempotent Kafka producer
+ * ({@code acks=all}). An event leaves the buffer only when Kafka has acknowledged it: while Kafka or the schema
+ * registry is unreachable, events wait and are sent again. What the buffer cannot hold, what Kafka refuses for good,
+ * and what is still unsent at shutdown is counted and logged with its topic and key (the request id), never dropped
+ * silently.
+ *
+ * <p>Two promises: {@link #record} is best effort (a generation's events: the caller is answered whatever happens
+ * to them, losses are counted); {@link #recordDurably} returns a future that completes only once Kafka has
+ * acknowledged the event, and fails when it cannot be buffered or Kafka refuses it for good (feedback: the caller
+ * is answered OK only for what is durable).
+ *
+ * <p>The byte bound uses an estimate of each event's size on the heap (two bytes per character of its strings, plus
+ * a little per field), taken before the event is queued, so that a burst of big events while Kafka is down cannot
+ * exhaust the heap.
  */
 public final class EventRecorder implements AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(EventRecorder.class);
@@ -32,11 +49,39 @@ public final class EventRecorder implements AutoCloseable {
   /** Events accepted but not acknowledged yet, and the totals so far. */
   public record Stats(long buffered, long sent, long dropped, long failed) {}
 
+  /** Why a durable event was not recorded: the buffer was full, or the recorder is shutting down. */
+  public static final class BufferFull extends Exception {
+    BufferFull(String message) {
+      super(message, null, false, false);
+    }
+  }
+
+  /**
+   * An event in the buffer: its record, its estimated size, and the future of a durable one (else null). A class,
+   * not a record: two equal events are still two events (identity equality).
+   */
+  private static final class Pending {
+    final ProducerRecord<String, SpecificRecord> record;
+    final long bytes;
+    final CompletableFuture<Void> acked;
+
+    Pending(ProducerRecord<String, SpecificRecord> record, long bytes, CompletableFuture<Void> acked) {
+      this.record = record;
+      this.bytes = bytes;
+      this.acked = acked;
+    }
+  }
+
   private final Producer<String, SpecificRecord> producer;
   private final int capacity;
+  private final long maxBytes;
   // One permit per event that may be held; released when Kafka acknowledges the event or it is given up.
   private final Semaphore room;
-  private final LinkedBlockingDeque<ProducerRecord<String, SpecificRecord>> toSend = new LinkedBlockingDeque<>();
+  // Estimated bytes of the events held; an event is taken only if it fits under maxBytes.
+  private final AtomicLong bytesHeld = new AtomicLong();
+  private final LinkedBlockingDeque<Pending> toSend = new LinkedBlockingDeque<>();
+  // Handed to the producer, not acknowledged yet.
+  private final Set<Pending> inFlight = ConcurrentHashMap.newKeySet();
   private final AtomicLong sent = new AtomicLong();
   private final AtomicLong dropped = new AtomicLong();
   private final AtomicLong failed = new AtomicLong();
@@ -46,12 +91,17 @@ public final class EventRecorder implements AutoCloseable {
   private volatile boolean accepting = true;
   private volatile boolean running = true;
 
-  public EventRecorder(Producer<String, SpecificRecord> producer, int capacity) {
+  /** A recorder holding at most {@code capacity} events and {@code maxBytes} estimated bytes while Kafka is away. */
+  public EventRecorder(Producer<String, SpecificRecord> producer, int capacity, long maxBytes) {
     if (capacity < 1) {
       throw new IllegalArgumentException("capacity must be at least 1, got " + capacity);
     }
+    if (maxBytes < 1) {
+      throw new IllegalArgumentException("maxBytes must be at least 1, got " + maxBytes);
+    }
     this.producer = producer;
     this.capacity = capacity;
+    this.maxBytes = maxBytes;
     this.room = new Semaphore(capacity);
     this.sender = new Thread(this::sendLoop, "event-sender");
     sender.setDaemon(true);
@@ -59,11 +109,11 @@ public final class EventRecorder implements AutoCloseable {
   }
 
   /** A recorder over an idempotent producer with the registry's Avro serializer. */
-  public static EventRecorder forKafka(KafkaSettings settings, int capacity) {
+  public static EventRecorder forKafka(KafkaSettings settings, int capacity, long maxBytes) {
     return new EventRecorder(
         new KafkaProducer<>(producerProperties(settings), new StringSerializer(),
             AvroSerdes.<SpecificRecord>valueSerializer(settings)),
-        capacity);
+        capacity, maxBytes);
   }
 
   /** Client settings plus idempotence; the timeouts bound how long one attempt holds an event before a retry. */
@@ -81,19 +131,103 @@ public final class EventRecorder implements AutoCloseable {
   }
 
   /**
-   * Queues an event for Kafka and returns at once. Returns false when the buffer is full or the recorder is closed:
-   * the event is then counted as dropped and logged.
+   * Queues an event for Kafka and returns at once (best effort). Returns false when the buffer is full or the
+   * recorder is closed: the event is then counted as dropped and logged.
    */
   public boolean record(String topic, String key, SpecificRecord value) {
-    if (!accepting || !room.tryAcquire()) {
-      dropped.incrementAndGet();
-      dropLog.warn("event dropped ({}): topic={} key={} ({} dropped so far)",
-          accepting ? "buffer of " + capacity + " full, Kafka is behind or unreachable" : "recorder closed",
-          topic, key, dropped.get());
-      return false;
+    return offer(topic, key, value, null) == null;
+  }
+
+  /**
+   * Queues an event for Kafka and returns a future that completes once Kafka has acknowledged it. It fails with
+   * {@link BufferFull} at once when the buffer cannot take it, with Kafka's error when Kafka refuses it for good, and
+   * when the recorder shuts down before it was acknowledged. While Kafka is unreachable it stays incomplete (the
+   * event is sent again); a caller that stops waiting leaves the event in the buffer, so it may still arrive.
+   */
+  public CompletableFuture<Void> recordDurably(String topic, String key, SpecificRecord value) {
+    CompletableFuture<Void> acked = new CompletableFuture<>();
+    String refusal = offer(topic, key, value, acked);
+    if (refusal != null) {
+      acked.completeExceptionally(new BufferFull(refusal));
     }
-    toSend.addLast(new ProducerRecord<>(topic, key, value));
-    return true;
+    return acked;
+  }
+
+  /** Buffers the event; null when it was taken, else why not (it is then counted as dropped and logged). */
+  private String offer(String topic, String key, SpecificRecord value, CompletableFuture<Void> acked) {
+    long bytes = estimateBytes(key) + estimateBytes(value);
+    String refusal = null;
+    if (!accepting) {
+      refusal = "recorder closed";
+    } else if (!room.tryAcquire()) {
+      refusal = "buffer of " + capacity + " events full, Kafka is behind or unreachable";
+    } else if (!reserve(bytes)) {
+      room.release();
+      refusal = "buffer of " + maxBytes + " bytes full, Kafka is behind or unreachable";
+    }
+    if (refusal != null) {
+      dropped.incrementAndGet();
+      dropLog.warn("event dropped ({}): topic={} key={} ({} dropped so far)", refusal, topic, key, dropped.get());
+      return refusal;
+    }
+    toSend.addLast(new Pending(new ProducerRecord<>(topic, key, value), bytes, acked));
+    return null;
+  }
+
+  private boolean reserve(long bytes) {
+    for (long held = bytesHeld.get(); ; held = bytesHeld.get()) {
+      if (held + bytes > maxBytes) {
+        return false;
+      }
+      if (bytesHeld.compareAndSet(held, held + bytes)) {
+        return true;
+      }
+    }
+  }
+
+  /** An event has left the buffer (acknowledged or given up): its room and bytes are free again. */
+  private void free(Pending p) {
+    bytesHeld.addAndGet(-p.bytes);
+    room.release();
+  }
+
+  /**
+   * The heap an Avro value holds, estimated from its shape: two bytes per character of every string (UTF-16, the
+   * most a Java string takes), the bytes of byte arrays, and a small overhead per object. Walks the fields only;
+   * never copies or encodes a string.
+   */
+  static long estimateBytes(Object value) {
+    if (value == null) {
+      return 0;
+    }
+    if (value instanceof CharSequence text) {
+      return 40 + 2L * text.length();
+    }
+    if (value instanceof IndexedRecord record) {
+      long total = 16;
+      for (int i = 0; i < record.getSchema().getFields().size(); i++) {
+        total += 8 + estimateBytes(record.get(i));
+      }
+      return total;
+    }
+    if (value instanceof Collection<?> items) {
+      long total = 24;
+      for (Object item : items) {
+        total += 8 + estimateBytes(item);
+      }
+      return total;
+    }
+    if (value instanceof Map<?, ?> map) {
+      long total = 48;
+      for (Map.Entry<?, ?> e : map.entrySet()) {
+        total += 32 + estimateBytes(e.getKey()) + estimateBytes(e.getValue());
+      }
+      return total;
+    }
+    if (value instanceof ByteBuffer buffer) {
+      return 48 + buffer.capacity();
+    }
+    return 16;
   }
 
   public Stats stats() {
@@ -104,10 +238,20 @@ public final class EventRecorder implements AutoCloseable {
     return capacity;
   }
 
+  /** Estimated bytes of the events held now (see {@link #estimateBytes}). */
+  public long bufferedBytes() {
+    return bytesHeld.get();
+  }
+
+  /** Most estimated bytes the buffer holds. */
+  public long maxBytes() {
+    return maxBytes;
+  }
+
   private void sendLoop() {
     long backoffMs = 0;
     while (running) {
-      ProducerRecord<String, SpecificRecord> event;
+      Pending event;
       try {
         event = toSend.pollFirst(100, TimeUnit.MILLISECONDS);
       } catch (InterruptedException e) {
@@ -117,9 +261,11 @@ public final class EventRecorder implements AutoCloseable {
         continue;
       }
       try {
-        producer.send(event, (metadata, error) -> acknowledged(event, error));
+        inFlight.add(event);
+        producer.send(event.record, (metadata, error) -> acknowledged(event, error));
         backoffMs = 0;
       } catch (RuntimeException e) {
+        inFlight.remove(event);
         if (isTransient(e) && running) {
           toSend.addFirst(event);
           retryLog.warn("Kafka unreachable, {} events wait in the buffer: {}", stats().buffered(), e.toString());
@@ -132,10 +278,16 @@ public final class EventRecorder implements AutoCloseable {
     }
   }
 
-  private void acknowledged(ProducerRecord<String, SpecificRecord> event, Exception error) {
+  private void acknowledged(Pending event, Exception error) {
+    if (!inFlight.remove(event)) {
+      return; // close() gave up on it already
+    }
     if (error == null) {
       sent.incrementAndGet();
-      room.release();
+      free(event);
+      if (event.acked != null) {
+        event.acked.complete(null);
+      }
     } else if (isTransient(error) && running) {
       retryLog.warn("Kafka did not acknowledge in time, {} events wait in the buffer: {}", stats().buffered(),
           error.toString());
@@ -145,11 +297,14 @@ public final class EventRecorder implements AutoCloseable {
     }
   }
 
-  private void giveUp(ProducerRecord<String, SpecificRecord> event, Exception error) {
+  private void giveUp(Pending event, Exception error) {
     failed.incrementAndGet();
-    room.release();
-    log.error("event lost, Kafka did not take it: topic={} key={}: {}", event.topic(), event.key(),
+    free(event);
+    log.error("event lost, Kafka did not take it: topic={} key={}: {}", event.record.topic(), event.record.key(),
         error.toString());
+    if (event.acked != null) {
+      event.acked.completeExceptionally(error);
+    }
   }
 
   /** Errors that pass when Kafka or the registry comes back: Kafka's retriable errors and I/O failures. */
@@ -184,17 +339,28 @@ public final class EventRecorder implements AutoCloseable {
     }
     producer.close(Duration.ofMillis(Math.max(0, (deadline - System.nanoTime()) / 1_000_000)));
     long undelivered = 0;
-    for (ProducerRecord<String, SpecificRecord> event; (event = toSend.pollFirst()) != null; ) {
+    for (Pending event; (event = toSend.pollFirst()) != null; ) {
       undelivered++;
       dropped.incrementAndGet();
-      room.release();
-      log.warn("event not delivered before shutdown: topic={} key={}", event.topic(), event.key());
+      free(event);
+      log.warn("event not delivered before shutdown: topic={} key={}", event.record.topic(), event.record.key());
+      if (event.acked != null) {
+        event.acked.completeExceptionally(new BufferFull("shutting down before Kafka acknowledged the event"));
+      }
     }
     // Handed to the producer but never acknowledged, and not failed by its close either.
-    int unacknowledged = capacity - room.availablePermits();
+    long unacknowledged = 0;
+    for (Pending event : List.copyOf(inFlight)) {
+      if (inFlight.remove(event)) {
+        unacknowledged++;
+        dropped.incrementAndGet();
+        free(event);
+        if (event.acked != null) {
+          event.acked.completeExceptionally(new BufferFull("shutting down before Kafka acknowledged the event"));
+        }
+      }
+    }
     if (unacknowledged > 0) {
-      dropped.addAndGet(unacknowledged);
-      room.release(unacknowledged);
       log.warn("{} events handed to Kafka were not acknowledged before shutdown", unacknowledged);
     }
     if (undelivered + unacknowledged > 0) {

@@ -7,6 +7,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Base64;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -33,13 +34,24 @@ import java.util.Optional;
  * @param maxN most responses one request may ask for ({@code generate.max.n}, 8)
  * @param defaultMaxTokens max_tokens when a request leaves it 0 ({@code generate.default.max.tokens}, 128)
  * @param maxTokensLimit largest max_tokens a request may ask for ({@code generate.max.tokens.limit}, 4096)
+ * @param limits size limits of prompts, stop strings, ids and edited text ({@code limits.*}; see
+ *     {@link RequestLimits})
+ * @param idsSigningKey the key that signs request ids, so that feedback is checked against its request's user_id
+ *     ({@code ids.signing.key}, base64 of at least 32 bytes; unset: a random key per process)
  * @param keepVersions adapter versions kept loaded, the active one included, for instant rollback
  *     ({@code rollout.keep}, 3, at least 2 so that requests still running on the previous version finish on it)
  * @param loadTimeout deadline of one LoadAdapter call ({@code rollout.load.timeout.ms}, 60000)
  * @param loadAttempts attempts per replica before a load counts as failed ({@code rollout.load.attempts}, 3)
  * @param startPaused start with automatic rollout paused ({@code rollout.paused}, false)
  * @param startPinned a version id to activate and pin at start instead of the newest ({@code rollout.pin})
+ * @param trustedRuns run ids whose versions may be loaded, {@code prefix*} for a prefix ({@code rollout.trusted.runs},
+ *     comma-separated; empty: every run)
+ * @param rolloutSigningKey with it, only version records signed with it are loaded ({@code rollout.signing.key},
+ *     base64 of at least 32 bytes; see {@link VersionSignature})
  * @param eventBufferCapacity events held while Kafka is slow or unreachable ({@code events.buffer.capacity}, 10000)
+ * @param eventBufferBytes estimated heap bytes of the events held ({@code events.buffer.bytes}, 67108864 = 64 MiB)
+ * @param feedbackAckTimeout how long SubmitFeedback waits for Kafka to acknowledge its event before it answers
+ *     UNAVAILABLE ({@code feedback.ack.timeout.ms}, 10000)
  * @param eventFlushTimeout how long a shutdown waits for buffered events to reach Kafka
  *     ({@code events.flush.timeout.ms}, 10000)
  * @param kafka brokers and schema registry ({@code kafka.*}, {@code registry.*}; see {@link KafkaSettings})
@@ -60,12 +72,18 @@ public record InferenceConfig(
     int maxN,
     int defaultMaxTokens,
     int maxTokensLimit,
+    RequestLimits limits,
+    Optional<Secret> idsSigningKey,
     int keepVersions,
     Duration loadTimeout,
     int loadAttempts,
     boolean startPaused,
     Optional<String> startPinned,
+    List<String> trustedRuns,
+    Optional<Secret> rolloutSigningKey,
     int eventBufferCapacity,
+    int eventBufferBytes,
+    Duration feedbackAckTimeout,
     Duration eventFlushTimeout,
     KafkaSettings kafka) {
 
@@ -81,6 +99,7 @@ public record InferenceConfig(
 
   public InferenceConfig {
     engines = List.copyOf(engines);
+    trustedRuns = List.copyOf(trustedRuns);
   }
 
   /** Reads {@code file} (may be null) and the {@code VT_*} variables of {@code env}. */
@@ -118,12 +137,27 @@ public record InferenceConfig(
     int maxN = r.integer("generate.max.n", 8, 1, 128);
     int maxTokensLimit = r.integer("generate.max.tokens.limit", 4096, 1, 1_000_000);
     int defaultMaxTokens = r.integer("generate.default.max.tokens", 128, 1, maxTokensLimit);
+    RequestLimits d = RequestLimits.DEFAULTS;
+    RequestLimits limits = new RequestLimits(
+        r.integer("limits.prompt.bytes", d.promptBytes(), 1, 64 * 1024 * 1024),
+        r.integer("limits.prompt.messages", d.promptMessages(), 1, 100_000),
+        r.integer("limits.stop.strings", d.stopStrings(), 0, 1_024),
+        r.integer("limits.stop.bytes", d.stopBytes(), 1, 64 * 1024),
+        r.integer("limits.id.chars", d.idChars(), 64, 64 * 1024),
+        r.integer("limits.edited.text.bytes", d.editedTextBytes(), 1, 64 * 1024 * 1024));
+    Optional<Secret> idsSigningKey = r.secret("ids.signing.key", Ids.MIN_KEY_BYTES);
     int keep = r.integer("rollout.keep", 3, 2, 64);
     Duration loadTimeout = r.millis("rollout.load.timeout.ms", 60_000);
     int loadAttempts = r.integer("rollout.load.attempts", 3, 1, 100);
     boolean paused = r.bool("rollout.paused", false);
     Optional<String> pin = Optional.ofNullable(values.get("rollout.pin")).map(String::trim).filter(s -> !s.isEmpty());
+    List<String> trustedRuns = Arrays.stream(r.string("rollout.trusted.runs", "").split(",")).map(String::trim)
+        .filter(t -> !t.isEmpty()).toList();
+    Optional<Secret> rolloutSigningKey = r.secret("rollout.signing.key", Ids.MIN_KEY_BYTES);
     int bufferCapacity = r.integer("events.buffer.capacity", 10_000, 1, 10_000_000);
+    // At least 1 MiB: the largest event the default limits allow must fit.
+    int bufferBytes = r.integer("events.buffer.bytes", 64 * 1024 * 1024, 1024 * 1024, 1 << 30);
+    Duration feedbackAckTimeout = r.millis("feedback.ack.timeout.ms", 10_000);
     Duration flushTimeout = r.millis("events.flush.timeout.ms", 10_000);
     String bootstrap = r.required("kafka.bootstrap.servers", "the Kafka brokers, e.g. 127.0.0.1:9092");
     String registry = r.required("registry.url", "the schema registry's base URL, e.g. http://127.0.0.1:8081");
@@ -137,8 +171,8 @@ public record InferenceConfig(
     }
     r.failIfProblems();
     return new InferenceConfig(host, port, tls, grace, eventLoopThreads, metricsEnabled, metricsHost, metricsPort, baseModel, engines,
-        engineTimeout, healthInterval, maxN, defaultMaxTokens, maxTokensLimit, keep, loadTimeout, loadAttempts,
-        paused, pin, bufferCapacity, flushTimeout, kafka);
+        engineTimeout, healthInterval, maxN, defaultMaxTokens, maxTokensLimit, limits, idsSigningKey, keep, loadTimeout, loadAttempts,
+        paused, pin, trustedRuns, rolloutSigningKey, bufferCapacity, bufferBytes, feedbackAckTimeout, flushTimeout, kafka);
   }
 
   /** Typed reads that collect problems instead of failing on the first, so one start shows them all. */
@@ -232,6 +266,28 @@ public record InferenceConfig(
           problem(where(key) + " = '" + v.get() + "' is not true or false");
           return dflt;
       }
+    }
+
+    /** A base64 key of at least {@code minBytes} bytes; a problem never shows the value. */
+    Optional<Secret> secret(String key, int minBytes) {
+      Optional<String> v = raw(key);
+      if (v.isEmpty()) {
+        return Optional.empty();
+      }
+      byte[] bytes;
+      try {
+        bytes = v.get().contains("-") || v.get().contains("_")
+            ? Base64.getUrlDecoder().decode(v.get()) : Base64.getDecoder().decode(v.get());
+      } catch (IllegalArgumentException e) {
+        problem(where(key) + " is not base64 (make one with: openssl rand -base64 32)");
+        return Optional.empty();
+      }
+      if (bytes.length < minBytes) {
+        problem(where(key) + " holds " + bytes.length + " bytes; at least " + minBytes + " are needed (make one "
+            + "with: openssl rand -base64 32)");
+        return Optional.empty();
+      }
+      return Optional.of(new Secret(bytes));
     }
 
     Optional<Path> file(String key) {

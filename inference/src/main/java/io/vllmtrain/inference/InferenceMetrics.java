@@ -38,7 +38,8 @@ public final class InferenceMetrics {
 
   final Counter rollouts = Counter.builder()
       .name("vt_inference_rollouts_total")
-      .help("Adapter version loads by outcome: activated, loaded (kept READY, not switched), failed")
+      .help("Adapter version loads by outcome: activated, loaded (kept READY, not switched), failed, deferred (no "
+          + "replica could take it for now; retried)")
       .labelNames("outcome")
       .register(registry);
 
@@ -91,6 +92,16 @@ public final class InferenceMetrics {
         .name("vt_inference_events_buffer_capacity")
         .help("Most events the buffer holds; beyond it events are dropped (counted and logged)")
         .callback(cb -> cb.call(events.capacity()))
+        .register(registry);
+    GaugeWithCallback.builder()
+        .name("vt_inference_events_buffered_bytes")
+        .help("Estimated heap bytes of the events accepted but not yet acknowledged by Kafka")
+        .callback(cb -> cb.call(events.bufferedBytes()))
+        .register(registry);
+    GaugeWithCallback.builder()
+        .name("vt_inference_events_buffer_bytes_capacity")
+        .help("Most estimated bytes the buffer holds (events.buffer.bytes); beyond it events are dropped")
+        .callback(cb -> cb.call(events.maxBytes()))
         .register(registry);
     CounterWithCallback.builder()
         .name("vt_inference_events_total")

@@ -65,7 +65,8 @@ public final class InferenceServer {
 
   /** The production wiring: Netty on {@code server.host:server.port} (TLS when configured), Kafka for events. */
   public static InferenceServer create(InferenceConfig config) {
-    return create(config, EventRecorder.forKafka(config.kafka(), config.eventBufferCapacity()));
+    return create(config, EventRecorder.forKafka(config.kafka(), config.eventBufferCapacity(),
+        config.eventBufferBytes()));
   }
 
   /** The production wiring with another event recorder (the benchmark isolates Kafka's share with it). */
@@ -117,7 +118,7 @@ public final class InferenceServer {
       replicas.add(new EngineReplica(address, channel));
     }
     this.router = new EngineRouter(replicas);
-    AdapterRollout rollout = new AdapterRollout(config.baseModel(), config.keepVersions());
+    AdapterRollout rollout = new AdapterRollout(config.baseModel(), config.keepVersions(), config.trustedRuns());
     if (config.startPaused()) {
       rollout.pause();
     }
@@ -126,18 +127,29 @@ public final class InferenceServer {
     controller.onServingChange(this::updateHealth);
     this.monitor = new EngineHealthMonitor(router, controller, config.baseModel(), config.engineHealthInterval(),
         this::updateHealth);
-    this.follower = Optional.ofNullable(versions).map(c -> new AdapterVersionFollower(c, controller, metrics));
+    this.follower = Optional.ofNullable(versions).map(c -> new AdapterVersionFollower(c, controller, metrics,
+        config.rolloutSigningKey()));
+    if (config.rolloutSigningKey().isEmpty() && config.trustedRuns().isEmpty()) {
+      log.info("rollout.signing.key and rollout.trusted.runs are not set: every record on {} is trusted; restrict "
+          + "who may write to it (Kafka ACLs)", io.vllmtrain.schemas.Topics.ADAPTER_VERSIONS.name());
+    }
     metrics.registerRollout(rollout);
     metrics.registerEngines(router);
     metrics.registerEvents(events);
 
+    Ids ids = new Ids(config.idsSigningKey().map(Secret::bytes).orElseGet(() -> {
+      log.info("ids.signing.key is not set: request ids are signed with a random key of this process, so feedback "
+          + "on requests served before a restart or by another instance is refused (PERMISSION_DENIED)");
+      return Ids.randomKey();
+    }));
     RequestValidator validator = new RequestValidator(config.maxN(), config.defaultMaxTokens(),
-        config.maxTokensLimit());
+        config.maxTokensLimit(), config.limits(), ids);
     MetricsInterceptor counted = new MetricsInterceptor(metrics);
     this.server = serverBuilder
         .addService(ServerInterceptors.intercept(
-            new InferenceServiceImpl(validator, controller, router, events, config.engineRequestTimeout()), counted))
-        .addService(ServerInterceptors.intercept(new FeedbackServiceImpl(validator, events), counted))
+            new InferenceServiceImpl(validator, ids, controller, router, events, config.engineRequestTimeout()),
+            counted))
+        .addService(ServerInterceptors.intercept(new FeedbackServiceImpl(validator, events, config.feedbackAckTimeout()), counted))
         .addService(ServerInterceptors.intercept(new AdapterServiceImpl(controller), counted))
         .addService(health.getHealthService())
         .addService(ProtoReflectionServiceV1.newInstance())

@@ -20,11 +20,12 @@ import java.util.HashSet;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * {@code InferenceService}: validates a request, assigns its id, picks the adapter version (the caller's or the
+ * {@code InferenceService}: validates a request, assigns its id (signed for its user_id, see {@link Ids}), picks the adapter version (the caller's or the
  * active one, fixed for the whole request) and an engine replica, forwards the generation, answers with the
  * response ids and the version that served it, and records the PromptEvent and ResponseEvents. A replica that is
  * unreachable before it produced anything is taken out of service and the request goes to another one, once.
@@ -33,15 +34,17 @@ final class InferenceServiceImpl extends InferenceServiceGrpc.InferenceServiceIm
   private static final Logger log = LoggerFactory.getLogger(InferenceServiceImpl.class);
 
   private final RequestValidator validator;
+  private final Ids ids;
   private final RolloutController controller;
   private final AdapterRollout rollout;
   private final EngineRouter router;
   private final EventRecorder events;
   private final Duration engineTimeout;
 
-  InferenceServiceImpl(RequestValidator validator, RolloutController controller, EngineRouter router,
+  InferenceServiceImpl(RequestValidator validator, Ids ids, RolloutController controller, EngineRouter router,
       EventRecorder events, Duration engineTimeout) {
     this.validator = validator;
+    this.ids = ids;
     this.controller = controller;
     this.rollout = controller.rollout();
     this.router = router;
@@ -86,7 +89,7 @@ final class InferenceServiceImpl extends InferenceServiceGrpc.InferenceServiceIm
     }
     SamplingParams sampling = validator.generate(request);
     String adapter = rollout.resolve(request.getAdapterVersion());
-    String requestId = Ids.newId();
+    String requestId = ids.newRequestId(request.getUserId());
     EngineGenerateRequest engineRequest = EngineGenerateRequest.newBuilder()
         .setRequestId(requestId)
         .setPrompt(request.getPrompt())
@@ -113,32 +116,44 @@ final class InferenceServiceImpl extends InferenceServiceGrpc.InferenceServiceIm
     }
     EngineReplica replica = picked.get();
     replica.requestStarted();
-    replica.async().withDeadlineAfter(engineTimeout.toMillis(), TimeUnit.MILLISECONDS)
-        .generate(a.engineRequest(), new StreamObserver<>() {
-          EngineGenerateResponse response;
+    StreamObserver<EngineGenerateResponse> engineAnswer = new StreamObserver<>() {
+      final AtomicBoolean ended = new AtomicBoolean(); // a call that throws as it starts may also be closed
+      EngineGenerateResponse response;
 
-          @Override
-          public void onNext(EngineGenerateResponse value) {
-            response = value;
-          }
+      @Override
+      public void onNext(EngineGenerateResponse value) {
+        response = value;
+      }
 
-          @Override
-          public void onError(Throwable t) {
-            replica.requestFinished();
-            if (retryElsewhere(replica, t, tried)) {
-              generateOn(a, out, tried);
-            } else {
-              out.onError(engineError(replica, t));
-            }
-          }
+      @Override
+      public void onError(Throwable t) {
+        if (ended.getAndSet(true)) {
+          return;
+        }
+        replica.requestFinished();
+        if (retryElsewhere(replica, t, tried)) {
+          generateOn(a, out, tried);
+        } else {
+          out.onError(engineError(replica, t));
+        }
+      }
 
-          @Override
-          public void onCompleted() {
-            replica.requestFinished();
-            out.onNext(answer(a, replica, response));
-            out.onCompleted();
-          }
-        });
+      @Override
+      public void onCompleted() {
+        if (ended.getAndSet(true)) {
+          return;
+        }
+        replica.requestFinished();
+        out.onNext(answer(a, replica, response));
+        out.onCompleted();
+      }
+    };
+    try {
+      replica.async().withDeadlineAfter(engineTimeout.toMillis(), TimeUnit.MILLISECONDS)
+          .generate(a.engineRequest(), engineAnswer);
+    } catch (RuntimeException e) {
+      engineAnswer.onError(callNotStarted(e));
+    }
   }
 
   private GenerateResponse answer(Accepted a, EngineReplica replica, EngineGenerateResponse response) {
@@ -174,68 +189,89 @@ final class InferenceServiceImpl extends InferenceServiceGrpc.InferenceServiceIm
     EngineReplica replica = picked.get();
     int n = a.sampling().getN();
     replica.requestStarted();
-    replica.async().withDeadlineAfter(engineTimeout.toMillis(), TimeUnit.MILLISECONDS)
-        .generateStream(a.engineRequest(), new StreamObserver<>() {
-          final StringBuilder[] texts = new StringBuilder[n];
-          final String[] finish = new String[n];
-          final int[] tokens = new int[n];
-          int promptTokens;
-          boolean forwarded;
+    StreamObserver<EngineGenerateChunk> engineChunks = new StreamObserver<>() {
+      final AtomicBoolean ended = new AtomicBoolean(); // a call that throws as it starts may also be closed
+      final StringBuilder[] texts = new StringBuilder[n];
+      final String[] finish = new String[n];
+      final int[] tokens = new int[n];
+      int promptTokens;
+      boolean forwarded;
 
-          @Override
-          public void onNext(EngineGenerateChunk chunk) {
-            int i = chunk.getIndex();
-            if (i < 0 || i >= n) {
-              log.warn("engine {} sent a chunk for index {} of a request with n={}; ignored", replica.name(), i, n);
-              return;
-            }
-            forwarded = true;
-            if (texts[i] == null) {
-              texts[i] = new StringBuilder();
-            }
-            texts[i].append(chunk.getTextDelta());
-            tokens[i] = chunk.getCompletionTokens();
-            promptTokens = Math.max(promptTokens, chunk.getPromptTokens());
-            GenerateChunk.Builder c = GenerateChunk.newBuilder()
-                .setRequestId(a.requestId())
-                .setIndex(i)
-                .setTextDelta(chunk.getTextDelta())
-                .setAdapterVersion(a.adapter());
-            if (!chunk.getFinishReason().isEmpty()) {
-              finish[i] = chunk.getFinishReason();
-              c.setResponseId(Ids.responseId(a.requestId(), i)).setFinishReason(chunk.getFinishReason());
-            }
-            out.onNext(c.build());
-          }
+      @Override
+      public void onNext(EngineGenerateChunk chunk) {
+        int i = chunk.getIndex();
+        if (i < 0 || i >= n) {
+          log.warn("engine {} sent a chunk for index {} of a request with n={}; ignored", replica.name(), i, n);
+          return;
+        }
+        forwarded = true;
+        if (texts[i] == null) {
+          texts[i] = new StringBuilder();
+        }
+        texts[i].append(chunk.getTextDelta());
+        tokens[i] = chunk.getCompletionTokens();
+        promptTokens = Math.max(promptTokens, chunk.getPromptTokens());
+        GenerateChunk.Builder c = GenerateChunk.newBuilder()
+            .setRequestId(a.requestId())
+            .setIndex(i)
+            .setTextDelta(chunk.getTextDelta())
+            .setAdapterVersion(a.adapter());
+        if (!chunk.getFinishReason().isEmpty()) {
+          finish[i] = chunk.getFinishReason();
+          c.setResponseId(Ids.responseId(a.requestId(), i)).setFinishReason(chunk.getFinishReason());
+        }
+        out.onNext(c.build());
+      }
 
-          @Override
-          public void onError(Throwable t) {
-            replica.requestFinished();
-            if (!forwarded && retryElsewhere(replica, t, tried)) {
-              streamOn(a, out, tried);
-            } else {
-              out.onError(engineError(replica, t));
-            }
-          }
+      @Override
+      public void onError(Throwable t) {
+        if (ended.getAndSet(true)) {
+          return;
+        }
+        replica.requestFinished();
+        if (!forwarded && retryElsewhere(replica, t, tried)) {
+          streamOn(a, out, tried);
+        } else {
+          out.onError(engineError(replica, t));
+        }
+      }
 
-          @Override
-          public void onCompleted() {
-            replica.requestFinished();
-            double latencyMs = (System.nanoTime() - a.startNanos()) / 1e6;
-            Instant now = Instant.now();
-            events.record(Topics.PROMPTS.name(), a.requestId(), Events.prompt(a.requestId(), a.request(),
-                a.sampling(), rollout.baseModel(), a.adapter(), a.acceptedAt()));
-            for (int i = 0; i < n; i++) {
-              if (texts[i] == null) {
-                continue;
-              }
-              events.record(Topics.RESPONSES.name(), a.requestId(), Events.response(a.requestId(), i,
-                  texts[i].toString(), finish[i] == null ? "abort" : finish[i], promptTokens, tokens[i],
-                  rollout.baseModel(), a.adapter(), replica.name(), latencyMs, now));
-            }
-            out.onCompleted();
+      @Override
+      public void onCompleted() {
+        if (ended.getAndSet(true)) {
+          return;
+        }
+        replica.requestFinished();
+        double latencyMs = (System.nanoTime() - a.startNanos()) / 1e6;
+        Instant now = Instant.now();
+        events.record(Topics.PROMPTS.name(), a.requestId(), Events.prompt(a.requestId(), a.request(),
+            a.sampling(), rollout.baseModel(), a.adapter(), a.acceptedAt()));
+        for (int i = 0; i < n; i++) {
+          if (texts[i] == null) {
+            continue;
           }
-        });
+          events.record(Topics.RESPONSES.name(), a.requestId(), Events.response(a.requestId(), i,
+              texts[i].toString(), finish[i] == null ? "abort" : finish[i], promptTokens, tokens[i],
+              rollout.baseModel(), a.adapter(), replica.name(), latencyMs, now));
+        }
+        out.onCompleted();
+      }
+    };
+    try {
+      replica.async().withDeadlineAfter(engineTimeout.toMillis(), TimeUnit.MILLISECONDS)
+          .generateStream(a.engineRequest(), engineChunks);
+    } catch (RuntimeException e) {
+      engineChunks.onError(callNotStarted(e));
+    }
+  }
+
+  /**
+   * The transport threw as the engine call started (a channel shutting down at that moment): nothing reached the
+   * engine, so it counts as unreachable, and the request may go to another replica.
+   */
+  private static StatusRuntimeException callNotStarted(RuntimeException e) {
+    return Status.UNAVAILABLE.withDescription("the call to the engine could not start: " + e).withCause(e)
+        .asRuntimeException();
   }
 
   /** The engine names the adapter it used; it must be the one asked for (a mismatch is an engine bug). */

@@ -14,8 +14,10 @@ import io.vllmtrain.proto.v1.UnloadAdapterResponse;
 import io.grpc.stub.StreamObserver;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
@@ -23,16 +25,19 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
-import java.util.stream.Collectors;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * Carries out {@link AdapterRollout}'s decisions on the engine replicas: loads each new version into every replica
  * in service in parallel (with deadline and retries), switches traffic only when all have it, unloads versions
- * beyond the last K, and brings a replica that (re)joins to the loaded versions before it takes traffic.
+ * beyond the last K, and brings a replica that (re)joins to the loaded versions before it takes traffic. A replica
+ * has a version only if it holds its name with the published sha256. A refusal for good fails the version; a load
+ * no replica could take for now is deferred and run again (timer or a replica joining).
  *
  * <p>Every change of rollout state and of the replicas' adapter sets runs on one worker thread, in order: a join
  * never races a switch, so a replica never enters service without the version that is active when it does.
@@ -49,12 +54,16 @@ public final class RolloutController implements AutoCloseable {
   private final InferenceMetrics metrics;
   private final Duration loadTimeout;
   private final int loadAttempts;
-  private final ExecutorService worker;
+  private final ScheduledExecutorService worker;
   private final ExecutorService loads;
   private volatile boolean caughtUp;
   private volatile boolean started;
   private volatile Optional<String> startPin;
   private volatile Runnable onServingChange = () -> {};
+  // The advance() scheduled for a deferred load's retry, if any (touched on the worker thread only).
+  private ScheduledFuture<?> retry;
+  private long retryScheduledAtMs;
+  private long startWaitSinceMs;
 
   public RolloutController(AdapterRollout rollout, EngineRouter router, InferenceMetrics metrics,
       Duration loadTimeout, int loadAttempts, Optional<String> startPin) {
@@ -64,7 +73,7 @@ public final class RolloutController implements AutoCloseable {
     this.loadTimeout = loadTimeout;
     this.loadAttempts = loadAttempts;
     this.startPin = startPin;
-    this.worker = Executors.newSingleThreadExecutor(daemon("rollout"));
+    this.worker = Executors.newSingleThreadScheduledExecutor(daemon("rollout"));
     this.loads = Executors.newCachedThreadPool(daemon("adapter-load"));
   }
 
@@ -85,18 +94,33 @@ public final class RolloutController implements AutoCloseable {
     return started;
   }
 
-  /** A record read from {@code llm.adapter-versions}. */
+  /** A trusted record read from {@code llm.adapter-versions}. */
   public void published(AdapterVersion version) {
+    published(version, null);
+  }
+
+  /**
+   * A record read from {@code llm.adapter-versions}; {@code untrusted} says why it failed the trust checks of the
+   * follower (its signature), or is null.
+   */
+  public void published(AdapterVersion version, String untrusted) {
     worker.execute(() -> {
       Optional<VersionView> before = rollout.view(version.getVersionId());
-      VersionView v = rollout.publish(version);
-      if (before.isPresent()) {
+      VersionView v = rollout.publish(version, untrusted);
+      if (before.isPresent() && v.spec() != version) {
         if (!before.get().spec().getSha256().equals(version.getSha256())) {
-          log.warn("version {} was published again with another sha256 ({} instead of {}); version ids are "
-              + "immutable, the first record stands", version.getVersionId(), version.getSha256(),
-              before.get().spec().getSha256());
+          log.warn("version {} was published again with another sha256 ({} instead of {}){}",
+              version.getVersionId(), version.getSha256(), before.get().spec().getSha256(),
+              untrusted != null ? " by an untrusted record (" + untrusted + "); ignored"
+                  : before.get().status() == AdapterRollout.Status.LOADING
+                  ? " during its load; it takes the version's place only if that load fails"
+                  : " after it loaded; ignored: a version id names the content that loaded under it");
         }
         return;
+      }
+      if (before.isPresent()) {
+        log.info("version {} published again; the new record replaces one that never loaded ({})",
+            version.getVersionId(), before.get().status());
       }
       if (v.status() == AdapterRollout.Status.FAILED) {
         log.warn("adapter version {} refused: {}", v.id(), v.failureReason());
@@ -113,7 +137,7 @@ public final class RolloutController implements AutoCloseable {
       if (!caughtUp) {
         caughtUp = true;
         log.info("adapter version history read: {} versions, newest good: {}", rollout.versions().size(),
-            rollout.nextAutomaticLoad().map(AdapterVersion::getVersionId).orElse("none"));
+            rollout.nextAutomaticLoad(System.currentTimeMillis()).map(AdapterVersion::getVersionId).orElse("none"));
       }
       advance();
     });
@@ -189,7 +213,10 @@ public final class RolloutController implements AutoCloseable {
     return activeView();
   }
 
-  /** Loads {@code v} on every replica in service that lacks it; throws (and marks it FAILED) when one refuses. */
+  /**
+   * Loads {@code v} on every replica in service that lacks it. Throws FAILED_PRECONDITION (and marks it FAILED)
+   * when a replica refuses it for good, UNAVAILABLE (the version stays as it was) when no replica could take it now.
+   */
   private void ensureLoaded(AdapterVersion v) {
     String id = v.getVersionId();
     List<EngineReplica> replicas = router.inService();
@@ -205,6 +232,11 @@ public final class RolloutController implements AutoCloseable {
       loadEverywhere(v, replicas);
       rollout.loadSucceeded(id);
     } catch (LoadFailure f) {
+      if (!f.definite()) {
+        rollout.loadDeferred(id, f.getMessage(), System.currentTimeMillis());
+        throw Status.UNAVAILABLE.withDescription("version " + id + " could not be loaded now (not a fault of the "
+            + "version; retry): " + f.getMessage()).asRuntimeException();
+      }
       rollout.loadFailed(id, f.getMessage());
       throw Status.FAILED_PRECONDITION.withDescription("version " + id + " could not be loaded: " + f.getMessage())
           .asRuntimeException();
@@ -227,8 +259,8 @@ public final class RolloutController implements AutoCloseable {
             e.getMessage());
       }
     }
-    for (Optional<AdapterVersion> next = rollout.nextAutomaticLoad(); next.isPresent();
-        next = rollout.nextAutomaticLoad()) {
+    for (Optional<AdapterVersion> next = rollout.nextAutomaticLoad(System.currentTimeMillis()); next.isPresent();
+        next = rollout.nextAutomaticLoad(System.currentTimeMillis())) {
       AdapterVersion v = next.get();
       List<EngineReplica> replicas = router.inService();
       if (replicas.isEmpty()) {
@@ -239,11 +271,19 @@ public final class RolloutController implements AutoCloseable {
       try {
         loadEverywhere(v, replicas);
       } catch (LoadFailure f) {
-        rollout.loadFailed(v.getVersionId(), f.getMessage());
-        metrics.rollouts.labelValues("failed").inc();
-        log.warn("adapter version {} failed to load, traffic stays on {}: {}", v.getVersionId(),
-            label(rollout.active()), f.getMessage());
-        continue;
+        if (f.definite()) {
+          rollout.loadFailed(v.getVersionId(), f.getMessage());
+          metrics.rollouts.labelValues("failed").inc();
+          log.warn("adapter version {} failed to load, traffic stays on {}: {}", v.getVersionId(),
+              label(rollout.active()), f.getMessage());
+          continue;
+        }
+        long delay = rollout.loadDeferred(v.getVersionId(), f.getMessage(), System.currentTimeMillis());
+        metrics.rollouts.labelValues("deferred").inc();
+        log.warn("adapter version {} not loaded for now (no fault of the version), traffic stays on {}; retrying in "
+            + "{} s or when a replica joins: {}", v.getVersionId(), label(rollout.active()), delay / 1000,
+            f.getMessage());
+        break;
       }
       rollout.loadSucceeded(v.getVersionId());
       Optional<Switch> s = rollout.activateAutomatically(v.getVersionId(), System.currentTimeMillis());
@@ -259,7 +299,20 @@ public final class RolloutController implements AutoCloseable {
         log.info("adapter version {} loaded but not activated (rollout paused or pinned)", v.getVersionId());
       }
     }
-    if (!started) {
+    Optional<Long> retryAt = rollout.retryAt();
+    retryAt.ifPresent(this::scheduleRetry);
+    // A restart comes back on the newest good version: while its load waits for the engines, do not start, but for
+    // no longer than one load's deadline (a load that never gets through must not keep the service down).
+    long now = System.currentTimeMillis();
+    if (retryAt.isPresent() && startWaitSinceMs == 0) {
+      startWaitSinceMs = now;
+    }
+    boolean waitedEnough = startWaitSinceMs > 0 && now - startWaitSinceMs >= loadTimeout.toMillis();
+    if (!started && (retryAt.isEmpty() || waitedEnough)) {
+      if (retryAt.isPresent()) {
+        log.warn("starting on {} while the newest version waits to load (retried in the background)",
+            label(rollout.active()));
+      }
       sweepStaleAdapters();
       started = true;
       log.info("serving: active version {} on {} replicas", label(rollout.active()), router.inService().size());
@@ -267,22 +320,35 @@ public final class RolloutController implements AutoCloseable {
     }
   }
 
+  /** Runs advance() again at {@code atMs}, unless one is due earlier already. */
+  private void scheduleRetry(long atMs) {
+    // A timer due in the past may be the one running this very advance(): it does not count.
+    if (retry != null && !retry.isDone() && retryScheduledAtMs > System.currentTimeMillis()
+        && retryScheduledAtMs <= atMs) {
+      return;
+    }
+    if (retry != null) {
+      retry.cancel(false);
+    }
+    retryScheduledAtMs = atMs;
+    retry = worker.schedule(this::advance, Math.max(0, atMs - System.currentTimeMillis()), TimeUnit.MILLISECONDS);
+  }
+
   private void join(EngineReplica replica) {
     try {
-      Set<String> present = replica.blocking().withDeadlineAfter(LIST_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)
-          .listAdapters(ListAdaptersRequest.getDefaultInstance()).getAdaptersList().stream()
-          .map(AdapterInfo::getName).collect(Collectors.toCollection(HashSet::new));
+      Map<String, String> present = listAdapters(replica);
       List<AdapterVersion> wanted = rollout.loadedVersions();
       String active = rollout.active();
       Set<String> have = new HashSet<>();
       for (AdapterVersion v : wanted) {
         String id = v.getVersionId();
-        if (present.contains(id)) {
-          have.add(id);
-          continue;
-        }
         try {
-          loadOn(replica, v);
+          String held = present.get(id);
+          if (held == null) {
+            loadOn(replica, v);
+          } else if (!held.equals(v.getSha256())) {
+            throw new LoadFailure(otherContent(replica, id, held, v.getSha256()));
+          }
           have.add(id);
         } catch (LoadFailure f) {
           if (id.equals(active)) {
@@ -292,19 +358,50 @@ public final class RolloutController implements AutoCloseable {
         }
       }
       if (caughtUp) {
-        unloadStale(replica, present, have);
+        unloadStale(replica, present.keySet(), have);
       }
       if (replica.finishJoin(have)) {
         log.info("engine replica {} in service with active version {} ({} adapters)", replica.name(), label(active),
             have.size());
+        rollout.replicaJoined();
         onServingChange.run();
       }
     } catch (LoadFailure | StatusRuntimeException e) {
-      replica.markDown("join failed: " + e.getMessage());
-      log.warn("engine replica {} cannot join yet: {}", replica.name(), e.getMessage());
+      String reason = "join failed: " + e.getMessage();
+      boolean news = !reason.equals(replica.downReason());
+      replica.markDown(reason);
+      if (news) {
+        log.warn("engine replica {} cannot join yet: {}", replica.name(), e.getMessage());
+      }
       return;
     }
     advance();
+  }
+
+  /** The adapters {@code replica} holds, name to sha256 (the digest it verified when it loaded each). */
+  private static Map<String, String> listAdapters(EngineReplica replica) {
+    Map<String, String> held = new HashMap<>();
+    for (AdapterInfo a : replica.blocking().withDeadlineAfter(LIST_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)
+        .listAdapters(ListAdaptersRequest.getDefaultInstance()).getAdaptersList()) {
+      held.put(a.getName(), a.getSha256());
+    }
+    return held;
+  }
+
+  /** The digest the rollout expects under version id {@code id}, if it knows the version. */
+  Optional<String> expectedDigest(String id) {
+    return rollout.view(id).map(v -> v.spec().getSha256());
+  }
+
+  /** Why a replica that holds {@code id} with another digest cannot serve it. */
+  static String otherContent(EngineReplica replica, String id, String held, String expected) {
+    return replica.name() + ": holds " + id + " with sha256 " + shortDigest(held) + ", not the published "
+        + shortDigest(expected) + " (one version id names one content; the engine must unload or restart before it "
+        + "can load the published one)";
+  }
+
+  private static String shortDigest(String sha256) {
+    return sha256.isEmpty() ? "(none)" : sha256.substring(0, Math.min(12, sha256.length())) + "...";
   }
 
   /**
@@ -326,27 +423,47 @@ public final class RolloutController implements AutoCloseable {
   private void sweepStaleAdapters() {
     for (EngineReplica r : router.inService()) {
       try {
-        Set<String> present = r.blocking().withDeadlineAfter(LIST_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)
-            .listAdapters(ListAdaptersRequest.getDefaultInstance()).getAdaptersList().stream()
-            .map(AdapterInfo::getName).collect(Collectors.toSet());
-        unloadStale(r, present, r.adapters());
+        unloadStale(r, listAdapters(r).keySet(), r.adapters());
       } catch (StatusRuntimeException e) {
         log.warn("cannot list the adapters of {}: {}", r.name(), e.getStatus());
       }
     }
   }
 
-  /** Why a version could not be loaded on some replica. */
+  /**
+   * Why a version could not be loaded on some replica. {@code definite}: the replica refused it for good (the version
+   * FAILS); otherwise no replica could take it for now (unreachable, deadline, busy: the load is retried later).
+   */
   static class LoadFailure extends Exception {
+    private final boolean definite;
+
     LoadFailure(String message) {
+      this(message, true);
+    }
+
+    LoadFailure(String message, boolean definite) {
       super(message, null, false, false);
+      this.definite = definite;
+    }
+
+    boolean definite() {
+      return definite;
     }
   }
 
   /**
-   * Loads {@code v} on all {@code replicas} at once. A replica that refuses it (or does not answer in time) fails
-   * the version: those that took it unload it again. A replica that has become unreachable is taken out of service
-   * instead (it gets the active version when it rejoins), as long as some replica took the version.
+   * Codes with which an engine refuses a version for good; any other failure may pass. ALREADY_EXISTS is not one:
+   * with the name listed, the digest decides; unlisted (loading or draining there), it may pass.
+   */
+  private static final Set<Status.Code> DEFINITE_REFUSALS = Set.of(Status.Code.INVALID_ARGUMENT,
+      Status.Code.FAILED_PRECONDITION, Status.Code.NOT_FOUND, Status.Code.PERMISSION_DENIED, Status.Code.OUT_OF_RANGE,
+      Status.Code.UNIMPLEMENTED);
+
+  /**
+   * Loads {@code v} on all {@code replicas} at once. A replica that refuses it for good fails the version: those
+   * that took it unload it again. A replica that has become unreachable is taken out of service instead (it gets the
+   * active version when it rejoins), as long as some replica took the version. When none took it, or one failed it
+   * only for now (deadline, busy), nothing is decided: those that took it unload it and the load is deferred.
    */
   private void loadEverywhere(AdapterVersion v, List<EngineReplica> replicas) throws LoadFailure {
     String id = v.getVersionId();
@@ -359,7 +476,8 @@ public final class RolloutController implements AutoCloseable {
     }
     List<EngineReplica> loaded = new ArrayList<>();
     List<String> refusals = new ArrayList<>();
-    List<EngineReplica> unreachable = new ArrayList<>();
+    List<String> transients = new ArrayList<>();
+    List<String> unreachable = new ArrayList<>();
     for (int i = 0; i < replicas.size(); i++) {
       EngineReplica r = replicas.get(i);
       try {
@@ -368,26 +486,32 @@ public final class RolloutController implements AutoCloseable {
       } catch (ExecutionException e) {
         Throwable cause = e.getCause();
         if (cause instanceof Unreachable u) {
-          unreachable.add(r);
+          unreachable.add(u.getMessage());
           r.markDown(u.getMessage());
           log.warn("engine replica {} unreachable while loading {}; out of service until it rejoins: {}", r.name(),
               id, u.getMessage());
+        } else if (cause instanceof LoadFailure f && !f.definite()) {
+          transients.add(f.getMessage());
         } else {
           refusals.add(cause.getMessage());
         }
       } catch (InterruptedException e) {
         Thread.currentThread().interrupt();
-        refusals.add(r.name() + ": interrupted");
+        transients.add(r.name() + ": interrupted");
       }
     }
-    if (refusals.isEmpty() && loaded.isEmpty()) {
-      refusals.add("no replica could be reached");
-    }
-    if (!refusals.isEmpty()) {
+    if (!refusals.isEmpty() || !transients.isEmpty() || loaded.isEmpty()) {
       for (EngineReplica r : loaded) {
         unloadOn(r, id);
       }
-      throw new LoadFailure(String.join("; ", refusals));
+      if (!refusals.isEmpty()) {
+        throw new LoadFailure(String.join("; ", refusals));
+      }
+      List<String> why = new ArrayList<>(transients);
+      if (loaded.isEmpty() && transients.isEmpty()) {
+        why.add("no replica could be reached: " + String.join("; ", unreachable));
+      }
+      throw new LoadFailure(String.join("; ", why), false);
     }
     loaded.forEach(r -> r.addAdapter(id));
   }
@@ -395,7 +519,7 @@ public final class RolloutController implements AutoCloseable {
   /** The replica did not answer (connection refused or reset): a fault of the replica, not of the version. */
   static final class Unreachable extends LoadFailure {
     Unreachable(String message) {
-      super(message);
+      super(message, false);
     }
   }
 
@@ -408,18 +532,33 @@ public final class RolloutController implements AutoCloseable {
         return;
       } catch (StatusRuntimeException e) {
         Status.Code code = e.getStatus().getCode();
-        if (code == Status.Code.ALREADY_EXISTS) {
-          return; // an earlier attempt that timed out here finished there, or the replica kept it from before
-        }
         boolean retryable = code == Status.Code.UNAVAILABLE || code == Status.Code.DEADLINE_EXCEEDED
             || code == Status.Code.RESOURCE_EXHAUSTED || code == Status.Code.ABORTED;
+        if (code == Status.Code.ALREADY_EXISTS) {
+          // The name is taken there: by an earlier attempt that timed out here, by a load kept from before, or by
+          // other content. Only the digest the engine verified tells which.
+          String held;
+          try {
+            held = listAdapters(replica).get(v.getVersionId());
+          } catch (StatusRuntimeException listFailed) {
+            held = null; // the next attempt asks again
+          }
+          if (held != null && held.equals(v.getSha256())) {
+            return;
+          }
+          if (held != null) {
+            throw new LoadFailure(otherContent(replica, v.getVersionId(), held, v.getSha256()));
+          }
+          retryable = true; // not listed: still loading or draining there; the next attempt asks again
+        }
         String reason = replica.name() + ": " + code + (e.getStatus().getDescription() == null ? ""
             : " " + e.getStatus().getDescription());
         if (!retryable || attempt >= loadAttempts) {
           if (code == Status.Code.UNAVAILABLE) {
             throw new Unreachable(reason);
           }
-          throw new LoadFailure(reason + (attempt > 1 ? " (after " + attempt + " attempts)" : ""));
+          throw new LoadFailure(reason + (attempt > 1 ? " (after " + attempt + " attempts)" : ""),
+              DEFINITE_REFUSALS.contains(code));
         }
         log.info("loading {} on {} failed ({}), attempt {} of {}", v.getVersionId(), replica.name(), reason,
             attempt, loadAttempts);

@@ -24,8 +24,14 @@ class AdapterRolloutTest {
 
   /** Publishes and runs one automatic rollout to completion, as the controller does when every replica loads it. */
   Switch rollOut(AdapterVersion v) {
-    rollout.publish(v);
-    assertEquals(Optional.of(v), rollout.nextAutomaticLoad());
+    return rollOut(v, true);
+  }
+
+  Switch rollOut(AdapterVersion v, boolean publish) {
+    if (publish) {
+      rollout.publish(v);
+    }
+    assertEquals(Optional.of(v), rollout.nextAutomaticLoad(NOW));
     rollout.loadStarted(v.getVersionId());
     rollout.loadSucceeded(v.getVersionId());
     return rollout.activateAutomatically(v.getVersionId(), NOW).orElseThrow();
@@ -42,7 +48,7 @@ class AdapterRolloutTest {
   @Test
   void theBaseModelServesUntilAVersionIsRolledOut() {
     assertEquals(AdapterRollout.BASE, rollout.active());
-    assertEquals(Optional.empty(), rollout.nextAutomaticLoad());
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW));
     assertEquals(AdapterRollout.BASE, rollout.resolve(""));
   }
 
@@ -88,7 +94,7 @@ class AdapterRolloutTest {
     rollout.publish(Versions.of("run-1", 1));
     rollout.publish(Versions.of("run-1", 2));
     rollout.publish(Versions.of("run-1", 3));
-    assertEquals(id(3), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    assertEquals(id(3), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
   }
 
   @Test
@@ -96,9 +102,9 @@ class AdapterRolloutTest {
     rollout.publish(Versions.of("run-1", 1));
     rollout.loadStarted(id(1));
     rollout.publish(Versions.of("run-1", 2));
-    assertEquals(Optional.empty(), rollout.nextAutomaticLoad());
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW));
     rollout.loadSucceeded(id(1));
-    assertEquals(id(2), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    assertEquals(id(2), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
   }
 
   @Test
@@ -110,8 +116,52 @@ class AdapterRolloutTest {
     assertEquals(id(1), rollout.active());
     assertEquals(FAILED, status(id(2)));
     assertEquals("replica b: NOT_FOUND adapter directory missing", rollout.view(id(2)).orElseThrow().failureReason());
-    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(), "a failed version is not retried automatically");
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW), "a failed version is not retried automatically");
     assertThrows(IllegalStateException.class, () -> rollout.resolve(id(2)));
+  }
+
+  @Test
+  void aLoadThatNoReplicaCouldTakeForNowIsRetriedWithGrowingBackoffNotFailed() {
+    rollOut(Versions.of("run-1", 1));
+    rollout.publish(Versions.of("run-1", 2));
+    rollout.loadStarted(id(2));
+    assertEquals(1_000, rollout.loadDeferred(id(2), "no replica could be reached", NOW));
+    assertEquals(PUBLISHED, status(id(2)), "an outage is not a fault of the version");
+    assertEquals(Optional.of(NOW + 1_000), rollout.retryAt());
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW + 999), "waits out its backoff");
+    assertEquals(id(2), rollout.nextAutomaticLoad(NOW + 1_000).orElseThrow().getVersionId());
+    rollout.loadStarted(id(2));
+    assertEquals(2_000, rollout.loadDeferred(id(2), "engine-b: DEADLINE_EXCEEDED", NOW + 1_000));
+    rollout.loadStarted(id(2));
+    assertEquals(4_000, rollout.loadDeferred(id(2), "engine-b: DEADLINE_EXCEEDED", NOW + 3_000));
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW + 3_001));
+    rollout.replicaJoined();
+    assertEquals(id(2), rollout.nextAutomaticLoad(NOW + 3_001).orElseThrow().getVersionId(),
+        "a replica that (re)joins is news: retry at once");
+    rollout.loadStarted(id(2));
+    rollout.loadSucceeded(id(2));
+    assertEquals(Optional.empty(), rollout.retryAt());
+    assertEquals(id(2), rollout.activateAutomatically(id(2), NOW).orElseThrow().active());
+  }
+
+  @Test
+  void theBackoffIsCappedAtAMinute() {
+    rollout.publish(Versions.of("run-1", 1));
+    long delay = 0;
+    for (int i = 0; i < 12; i++) {
+      rollout.loadStarted(id(1));
+      delay = rollout.loadDeferred(id(1), "no replica could be reached", NOW);
+    }
+    assertEquals(60_000, delay);
+  }
+
+  @Test
+  void aNewerVersionDoesNotWaitForTheBackoffOfAnOlderOne() {
+    rollout.publish(Versions.of("run-1", 1));
+    rollout.loadStarted(id(1));
+    rollout.loadDeferred(id(1), "no replica could be reached", NOW);
+    rollout.publish(Versions.of("run-1", 2));
+    assertEquals(id(2), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
   }
 
   @Test
@@ -119,10 +169,10 @@ class AdapterRolloutTest {
     for (int n = 1; n <= 5; n++) {
       rollout.publish(Versions.of("run-1", n));
     }
-    assertEquals(id(5), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    assertEquals(id(5), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
     rollout.loadStarted(id(5));
     rollout.loadFailed(id(5), "directory deleted");
-    assertEquals(id(4), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    assertEquals(id(4), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
   }
 
   @Test
@@ -139,16 +189,93 @@ class AdapterRolloutTest {
     for (var v : rollout.versions()) {
       assertEquals(FAILED, v.status());
     }
-    assertEquals(Optional.empty(), rollout.nextAutomaticLoad());
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW));
   }
 
   @Test
   void versionNumbersMustGrowWithinARun() {
-    rollout.publish(Versions.of("run-1", 5));
+    rollOut(Versions.of("run-1", 5));
     var stale = rollout.publish(Versions.of("run-1", 3));
     assertEquals(FAILED, stale.status());
-    assertEquals("version 3 of run 'run-1' is not above version 5, published before it", stale.failureReason());
+    assertEquals("version 3 of run 'run-1' is not above version 5, which was loaded", stale.failureReason());
     assertEquals(PUBLISHED, rollout.publish(Versions.of("run-2", 1)).status(), "another run counts from 1");
+  }
+
+  @Test
+  void aForgedHighVersionThatFailsToLoadDoesNotRaiseTheBarForTheRealOnes() {
+    rollOut(Versions.of("run-z", 1));
+    rollout.publish(Versions.builder("run-z", 999_999).setUri("nowhere").build());
+    String forged = Versions.id("run-z", 999_999);
+    assertEquals(forged, rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
+    rollout.loadStarted(forged);
+    rollout.loadFailed(forged, "engine-a: NOT_FOUND adapter directory nowhere does not exist");
+    for (int n = 2; n <= 3; n++) {
+      assertEquals(PUBLISHED, rollout.publish(Versions.of("run-z", n)).status(), "the real v" + n);
+      rollOut(Versions.of("run-z", n), false);
+      assertEquals(Versions.id("run-z", n), rollout.active());
+    }
+  }
+
+  @Test
+  void aLowerVersionPublishedWhileAHigherOneIsPendingWaitsBehindIt() {
+    rollout.publish(Versions.of("run-1", 5));
+    assertEquals(PUBLISHED, rollout.publish(Versions.of("run-1", 3)).status());
+    assertEquals(id(5), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId(), "the higher number goes first");
+    rollout.loadStarted(id(5));
+    rollout.loadFailed(id(5), "directory deleted");
+    assertEquals(id(3), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId(), "v5 failed: v3 is the newest");
+  }
+
+  @Test
+  void aRecordThatNeverLoadedDoesNotClaimItsVersionId() {
+    rollOut(Versions.of("run-1", 1));
+    rollout.publish(Versions.builder("run-1", 2).setUri("nowhere").setSha256(Versions.sha(77)).build());
+    rollout.loadStarted(id(2));
+    rollout.loadFailed(id(2), "engine-a: NOT_FOUND nowhere");
+    var real = rollout.publish(Versions.of("run-1", 2));
+    assertEquals(PUBLISHED, real.status(), "the later record of a version that never loaded replaces it");
+    assertEquals(Versions.sha(2), real.spec().getSha256());
+    rollOut(Versions.of("run-1", 2), false);
+    assertEquals(id(2), rollout.active());
+
+    rollout.publish(Versions.builder("run-1", 3).setSha256("garbage").build());
+    assertEquals(PUBLISHED, rollout.publish(Versions.of("run-1", 3)).status(), "a record refused by a check either");
+
+    var impostor = rollout.publish(Versions.builder("run-1", 2).setUri("elsewhere").setSha256(Versions.sha(78))
+        .build());
+    assertEquals(ACTIVE, impostor.status(), "a version that loaded keeps its content");
+    assertEquals(Versions.sha(2), impostor.spec().getSha256());
+  }
+
+  @Test
+  void aRecordForTheVersionBeingLoadedReplacesItIfTheLoadFails() {
+    rollout.publish(Versions.builder("run-1", 1).setUri("nowhere").build());
+    rollout.loadStarted(id(1));
+    rollout.publish(Versions.builder("run-1", 1).setUri("run-1/v000001-fixed").build());
+    rollout.loadFailed(id(1), "NOT_FOUND nowhere");
+    assertEquals(PUBLISHED, status(id(1)));
+    assertEquals("run-1/v000001-fixed", rollout.nextAutomaticLoad(NOW).orElseThrow().getUri());
+  }
+
+  @Test
+  void onlyTrustedRunsAreLoadedWhenTheyAreListed() {
+    AdapterRollout trusting = new AdapterRollout(Versions.BASE_MODEL, 3, List.of("run-1", "prod-*"));
+    assertEquals(PUBLISHED, trusting.publish(Versions.of("run-1", 1)).status());
+    assertEquals(PUBLISHED, trusting.publish(Versions.of("prod-7", 1)).status());
+    var forged = trusting.publish(Versions.of("run-z", 999_999));
+    assertEquals(FAILED, forged.status());
+    assertEquals("run 'run-z' is not in rollout.trusted.runs", forged.failureReason());
+  }
+
+  @Test
+  void anUntrustedRecordIsRefusedAndNeverReplacesAVersion() {
+    var unsigned = rollout.publish(Versions.of("run-1", 1), "not signed");
+    assertEquals(FAILED, unsigned.status());
+    assertEquals("not signed", unsigned.failureReason());
+    assertEquals(PUBLISHED, rollout.publish(Versions.of("run-1", 1)).status(), "the trusted record replaces it");
+    var forged = rollout.publish(Versions.builder("run-1", 1).setSha256(Versions.sha(66)).build(), "bad signature");
+    assertEquals(PUBLISHED, forged.status());
+    assertEquals(Versions.sha(1), forged.spec().getSha256(), "an untrusted record replaces nothing");
   }
 
   @Test
@@ -169,9 +296,9 @@ class AdapterRolloutTest {
     assertEquals(FAILED, status(id(2)));
     assertEquals(Optional.of(id(1)), rollout.state().pinned());
     rollout.publish(Versions.of("run-1", 3));
-    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(), "pinned: no automatic rollout");
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW), "pinned: no automatic rollout");
     rollout.resume();
-    assertEquals(id(3), rollout.nextAutomaticLoad().orElseThrow().getVersionId(),
+    assertEquals(id(3), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId(),
         "resuming goes forward to new versions, never back to the one rolled back from");
   }
 
@@ -205,9 +332,9 @@ class AdapterRolloutTest {
     assertEquals(Optional.empty(), rollout.activateAutomatically(id(2), NOW));
     assertEquals(READY, status(id(2)));
     rollout.publish(Versions.of("run-1", 3));
-    assertEquals(Optional.empty(), rollout.nextAutomaticLoad());
+    assertEquals(Optional.empty(), rollout.nextAutomaticLoad(NOW));
     rollout.resume();
-    assertEquals(id(3), rollout.nextAutomaticLoad().orElseThrow().getVersionId());
+    assertEquals(id(3), rollout.nextAutomaticLoad(NOW).orElseThrow().getVersionId());
   }
 
   @Test

@@ -39,6 +39,7 @@ final class InProcessEngine extends EngineServiceGrpc.EngineServiceImplBase {
   final List<String> unloadLog = new CopyOnWriteArrayList<>();
   final AtomicInteger generated = new AtomicInteger();
   final AtomicInteger refusedGenerates = new AtomicInteger();
+  final AtomicInteger listCalls = new AtomicInteger();
   /** The status a LoadAdapter gets, or null to accept it. */
   volatile Function<LoadAdapterRequest, Status> loadOutcome = r -> null;
   volatile boolean ready = true;
@@ -96,6 +97,21 @@ final class InProcessEngine extends EngineServiceGrpc.EngineServiceImplBase {
   void restart() {
     adapters.clear();
     serve();
+  }
+
+  /** A new process that someone else has loaded {@code held} into before this service sees it. */
+  void restartHolding(LoadAdapterRequest... held) {
+    adapters.clear();
+    for (LoadAdapterRequest r : held) {
+      adapters.put(r.getName(), r);
+    }
+    serve();
+  }
+
+  /** An adapter named {@code name} whose content (digest) is not the published one. */
+  static LoadAdapterRequest otherContent(String name) {
+    return LoadAdapterRequest.newBuilder().setName(name).setUri("somewhere/else").setSha256(Versions.sha(999_999))
+        .build();
   }
 
   static String text(EngineGenerateRequest r, int index) {
@@ -186,6 +202,7 @@ final class InProcessEngine extends EngineServiceGrpc.EngineServiceImplBase {
 
   @Override
   public void listAdapters(ListAdaptersRequest r, StreamObserver<ListAdaptersResponse> out) {
+    listCalls.incrementAndGet();
     ListAdaptersResponse.Builder b = ListAdaptersResponse.newBuilder();
     adapters.values().forEach(a -> b.addAdapters(info(a)));
     out.onNext(b.build());

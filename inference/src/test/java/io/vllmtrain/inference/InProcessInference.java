@@ -30,6 +30,8 @@ import org.apache.kafka.common.serialization.StringSerializer;
  */
 final class InProcessInference implements AutoCloseable {
   final Map<String, InProcessEngine> engines = new LinkedHashMap<>();
+  /** The service's channel to each engine, by address (its calls can be made to fail as they start). */
+  final Map<String, StartFailingChannel> engineChannels = new java.util.concurrent.ConcurrentHashMap<>();
   final MockProducer<String, SpecificRecord> kafka;
   final InferenceServer server;
   final ManagedChannel channel;
@@ -38,7 +40,7 @@ final class InProcessInference implements AutoCloseable {
   final AdapterServiceGrpc.AdapterServiceBlockingStub adapters;
 
   InProcessInference(int replicas, Map<String, String> overrides, MockProducer<String, SpecificRecord> kafka) {
-    this(replicas, overrides, kafka, c -> new EventRecorder(kafka, c.eventBufferCapacity()), c -> null);
+    this(replicas, overrides, kafka, c -> new EventRecorder(kafka, c.eventBufferCapacity(), c.eventBufferBytes()), c -> null);
   }
 
   /**
@@ -73,7 +75,9 @@ final class InProcessInference implements AutoCloseable {
     String serverName = "inference-" + UUID.randomUUID();
     try {
       server = new InferenceServer(InProcessServerBuilder.forName(serverName), c,
-          address -> InProcessChannelBuilder.forName(address).build(), events.apply(c), versions.apply(c)).start();
+          address -> engineChannels.computeIfAbsent(address,
+              a -> new StartFailingChannel(InProcessChannelBuilder.forName(a).build())),
+          events.apply(c), versions.apply(c)).start();
     } catch (IOException e) {
       throw new UncheckedIOException(e);
     }

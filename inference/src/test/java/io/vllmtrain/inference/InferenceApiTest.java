@@ -1,6 +1,7 @@
 package io.vllmtrain.inference;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -15,6 +16,7 @@ import io.vllmtrain.events.ResponseEvent;
 import io.vllmtrain.proto.v1.ActivateRequest;
 import io.vllmtrain.proto.v1.ChatMessage;
 import io.vllmtrain.proto.v1.FeedbackKind;
+import io.vllmtrain.proto.v1.FeedbackServiceGrpc;
 import io.vllmtrain.proto.v1.GenerateChunk;
 import io.vllmtrain.proto.v1.GenerateRequest;
 import io.vllmtrain.proto.v1.GenerateResponse;
@@ -26,6 +28,8 @@ import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
 import java.util.stream.Stream;
 import org.apache.avro.specific.SpecificRecord;
@@ -189,6 +193,99 @@ class InferenceApiTest {
     assertEquals(0, service.kafka.history().size(), "nothing is recorded for a refused request");
   }
 
+  static String bytes(int n) {
+    return "x".repeat(n);
+  }
+
+  static GenerateRequest messages(int count, int bytesEach) {
+    Prompt.Builder p = Prompt.newBuilder();
+    for (int i = 0; i < count; i++) {
+      p.addMessages(ChatMessage.newBuilder().setRole(i % 2 == 0 ? "user" : "assistant").setContent(bytes(bytesEach)));
+    }
+    return GenerateRequest.newBuilder().setPrompt(p).build();
+  }
+
+  /** Past every size limit by one (defaults: docs/inference.md), each refused naming the field and its config key. */
+  static Stream<Arguments> oversizedGenerateRequests() {
+    GenerateRequest ok = chat("Hi");
+    return Stream.of(
+        Arguments.of(GenerateRequest.newBuilder().setPrompt(Prompt.newBuilder().setText(bytes(256 * 1024 + 1)))
+            .build(), "prompt.text: 262145 bytes, above the limit of 262144 (limits.prompt.bytes)"),
+        Arguments.of(GenerateRequest.newBuilder().setPrompt(Prompt.newBuilder().setText("é".repeat(131_073)))
+            .build(), "prompt.text: 262146 bytes, above the limit of 262144 (limits.prompt.bytes)"),
+        Arguments.of(messages(1, 256 * 1024 + 1),
+            "prompt.messages[0].content: 262145 bytes, above the limit of 262144 (limits.prompt.bytes)"),
+        Arguments.of(messages(3, 100 * 1024),
+            "prompt.messages: 307200 bytes of content in all, above the limit of 262144 (limits.prompt.bytes)"),
+        Arguments.of(messages(257, 1), "prompt.messages: 257 messages, above the limit of 256 (limits.prompt.messages)"),
+        Arguments.of(with(ok, s -> {
+          for (int i = 0; i < 17; i++) {
+            s.addStop("s" + i);
+          }
+        }), "sampling.stop: 17 strings, above the limit of 16 (limits.stop.strings)"),
+        Arguments.of(with(ok, s -> s.addStop(bytes(513))),
+            "sampling.stop[0]: 513 bytes, above the limit of 512 (limits.stop.bytes)"),
+        Arguments.of(ok.toBuilder().setUserId(bytes(257)).build(),
+            "user_id: 257 characters, above the limit of 256 (limits.id.chars)"),
+        Arguments.of(ok.toBuilder().setSessionId(bytes(257)).build(),
+            "session_id: 257 characters, above the limit of 256 (limits.id.chars)"),
+        Arguments.of(ok.toBuilder().setAdapterVersion(bytes(257)).build(),
+            "adapter_version: 257 characters, above the limit of 256 (limits.id.chars)"),
+        Arguments.of(GenerateRequest.newBuilder().setPrompt(Prompt.newBuilder()
+            .addMessages(ChatMessage.newBuilder().setRole(bytes(100_000)).setContent("x"))).build(),
+            "prompt.messages[0].role: '" + bytes(80) + "...' (100000 characters) is not system, user or assistant"));
+  }
+
+  @ParameterizedTest
+  @MethodSource("oversizedGenerateRequests")
+  void anOversizedGenerateIsInvalidArgumentNamingTheLimit(GenerateRequest bad, String description) {
+    StatusRuntimeException e = assertThrows(StatusRuntimeException.class, () -> service.inference.generate(bad));
+    assertEquals(Status.Code.INVALID_ARGUMENT, e.getStatus().getCode());
+    assertEquals(description, e.getStatus().getDescription());
+    assertEquals(0, service.kafka.history().size(), "nothing is recorded for a refused request");
+  }
+
+  @Test
+  void theLargestGenerateAcceptedMakesAPromptEventWellUnderKafkasOneMegabyte() throws Exception {
+    GenerateRequest.Builder largest = messages(256, 1024).toBuilder()
+        .setUserId("ü".repeat(256)).setSessionId("ü".repeat(256));
+    SamplingParams.Builder s = SamplingParams.newBuilder();
+    for (int i = 0; i < 16; i++) {
+      s.addStop(bytes(512));
+    }
+    GenerateResponse r = service.inference.generate(largest.setSampling(s).build());
+    Await.until("the prompt recorded", () -> service.events(Topics.PROMPTS.name()).size() == 1);
+    int size = avroBytes(service.events(Topics.PROMPTS.name()).get(0).value());
+    assertTrue(size > 256 * 1024 && size < 300 * 1024, "PromptEvent of " + size + " bytes");
+    assertEquals(r.getRequestId(), service.events(Topics.PROMPTS.name()).get(0).key());
+  }
+
+  static int avroBytes(SpecificRecord record) throws java.io.IOException {
+    var out = new java.io.ByteArrayOutputStream();
+    var encoder = org.apache.avro.io.EncoderFactory.get().binaryEncoder(out, null);
+    new org.apache.avro.specific.SpecificDatumWriter<SpecificRecord>(record.getSchema()).write(record, encoder);
+    encoder.flush();
+    return out.size();
+  }
+
+  @Test
+  void aThreeMegabyteEditIsRefusedUpFrontNamingTheLimitAndNothingIsRecorded() {
+    GenerateResponse r = service.inference.generate(chat("Fix this."));
+    Await.until("prompt and response recorded", () -> service.kafka.history().size() == 2);
+    SubmitFeedbackRequest edit = SubmitFeedbackRequest.newBuilder().setRequestId(r.getRequestId())
+        .setUserId("user-7").setKind(FeedbackKind.EDIT).setResponseId(r.getResponses(0).getResponseId())
+        .setEditedText(bytes(3 * 1024 * 1024)).build();
+    StatusRuntimeException e = assertThrows(StatusRuntimeException.class, () -> service.feedback.submitFeedback(edit));
+    assertEquals(Status.Code.INVALID_ARGUMENT, e.getStatus().getCode());
+    assertEquals("edited_text: 3145728 bytes, above the limit of 131072 (limits.edited.text.bytes)",
+        e.getStatus().getDescription());
+    assertEquals(0, service.events(Topics.FEEDBACK.name()).size());
+    StatusRuntimeException longUser = assertThrows(StatusRuntimeException.class, () -> service.feedback
+        .submitFeedback(edit.toBuilder().setEditedText("better").setUserId(bytes(300)).build()));
+    assertEquals("user_id: 300 characters, above the limit of 256 (limits.id.chars)",
+        longUser.getStatus().getDescription());
+  }
+
   @Test
   void anUnknownVersionIsNotFoundAndOneNotLoadedIsAFailedPrecondition() {
     StatusRuntimeException unknown = assertThrows(StatusRuntimeException.class,
@@ -217,7 +314,7 @@ class InferenceApiTest {
     String chosen = r.getResponses(1).getResponseId();
     String rejected = r.getResponses(0).getResponseId();
     String id = service.feedback.submitFeedback(SubmitFeedbackRequest.newBuilder().setRequestId(r.getRequestId())
-        .setKind(FeedbackKind.PAIRWISE).setChosenResponseId(chosen).setRejectedResponseId(rejected)
+        .setUserId("user-7").setKind(FeedbackKind.PAIRWISE).setChosenResponseId(chosen).setRejectedResponseId(rejected)
         .setFeedbackId("client-fb-1").build()).getFeedbackId();
     assertEquals("client-fb-1", id);
     String assigned = service.feedback.submitFeedback(rating(r.getRequestId(), chosen, 1.0)).getFeedbackId();
@@ -235,6 +332,60 @@ class InferenceApiTest {
     assertEquals(assigned, rated.getFeedbackId());
     assertEquals(1.0, rated.getRating());
     assertEquals("user-7", rated.getUserId());
+  }
+
+  static SubmitFeedbackRequest pairwise(GenerateResponse r, String userId) {
+    return SubmitFeedbackRequest.newBuilder().setRequestId(r.getRequestId()).setUserId(userId)
+        .setKind(FeedbackKind.PAIRWISE).setChosenResponseId(r.getResponses(0).getResponseId())
+        .setRejectedResponseId(r.getResponses(1).getResponseId()).build();
+  }
+
+  static GenerateRequest abTest(String userId) {
+    return chat("Pick one.").toBuilder().setUserId(userId).setSampling(SamplingParams.newBuilder().setN(2)).build();
+  }
+
+  @Test
+  void feedbackUnderAnotherUserIdThanItsRequestsIsPermissionDenied() {
+    GenerateResponse victims = service.inference.generate(abTest("victim"));
+    for (String other : List.of("attacker", "")) {
+      StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
+          () -> service.feedback.submitFeedback(pairwise(victims, other)));
+      assertEquals(Status.Code.PERMISSION_DENIED, e.getStatus().getCode());
+      assertEquals("request_id: was not issued to user_id '" + other + "' (feedback must carry the user_id of its "
+          + "request)", e.getStatus().getDescription());
+    }
+    service.feedback.submitFeedback(pairwise(victims, "victim"));
+    Await.until("the victim's feedback recorded", () -> service.events(Topics.FEEDBACK.name()).size() == 1);
+    assertEquals("victim", ((FeedbackEvent) service.events(Topics.FEEDBACK.name()).get(0).value()).getUserId());
+  }
+
+  @Test
+  void feedbackOnARequestIdTheServiceDidNotIssueIsPermissionDenied() {
+    GenerateResponse real = service.inference.generate(abTest("user-7"));
+    String id = real.getRequestId();
+    String tampered = id.substring(0, 35) + (id.charAt(35) == '0' ? '1' : '0') + id.substring(36);
+    for (String forged : List.of("3f1c2b4e-0000-4000-8000-000000000001", tampered, id + "x")) {
+      SubmitFeedbackRequest f = rating(forged, forged + "-r0", 1);
+      StatusRuntimeException e = assertThrows(StatusRuntimeException.class, () -> service.feedback.submitFeedback(f));
+      assertEquals(Status.Code.PERMISSION_DENIED, e.getStatus().getCode(), forged);
+    }
+    assertEquals(0, service.events(Topics.FEEDBACK.name()).size());
+  }
+
+  @Test
+  void requestIdsSignedWithTheConfiguredKeyVerifyOnAnotherInstanceOrAfterARestart() {
+    String key = java.util.Base64.getEncoder().encodeToString(new byte[32]).replace('A', 'k');
+    try (InProcessInference a = new InProcessInference(2, Map.of("ids.signing.key", key),
+            InProcessInference.autoAckKafka()).started();
+        InProcessInference b = new InProcessInference(2, Map.of("ids.signing.key", key),
+            InProcessInference.autoAckKafka()).started();
+        InProcessInference other = InProcessInference.start().started()) {
+      GenerateResponse r = a.inference.generate(abTest("user-7"));
+      b.feedback.submitFeedback(pairwise(r, "user-7"));
+      StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
+          () -> other.feedback.submitFeedback(pairwise(r, "user-7")));
+      assertEquals(Status.Code.PERMISSION_DENIED, e.getStatus().getCode(), "another key: not an id of this service");
+    }
   }
 
   static Stream<Arguments> badFeedback() {
@@ -314,6 +465,21 @@ class InferenceApiTest {
   }
 
   @Test
+  void anEngineCallThatFailsToStartGoesToAnotherReplicaAndLeavesNothingOutstanding() {
+    InProcessEngine a = service.engine(0);
+    service.engineChannels.get(a.name).failToStart = true;
+    for (int i = 0; i < 4; i++) {
+      assertEquals(V1, service.inference.generate(chat("still here?")).getAdapterVersion());
+      List<GenerateChunk> chunks = new ArrayList<>();
+      service.inference.generateStream(chat("and streaming?")).forEachRemaining(chunks::add);
+      assertTrue(chunks.get(chunks.size() - 1).getFinishReason().equals("stop"), chunks.toString());
+    }
+    EngineReplica replicaA = service.server.router().replicas().stream().filter(r -> r.name().equals(a.name))
+        .findFirst().orElseThrow();
+    assertEquals(0, replicaA.outstanding(), "a call that never started is not outstanding");
+  }
+
+  @Test
   void healthIsServingOnceStartedAndNotServingWithoutEngines() {
     var health = HealthGrpc.newBlockingStub(service.channel);
     assertEquals(ServingStatus.SERVING, health.check(HealthCheckRequest.newBuilder()
@@ -358,6 +524,80 @@ class InferenceApiTest {
       StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
           () -> small.feedback.submitFeedback(thumbsUp));
       assertEquals(Status.Code.UNAVAILABLE, e.getStatus().getCode());
+    }
+  }
+
+  static MockProducer<String, SpecificRecord> manualKafka() {
+    return new MockProducer<>(false, null, new StringSerializer(), (t, v) -> new byte[0]);
+  }
+
+  @Test
+  void feedbackIsAnsweredOnlyOnceKafkaHasAcknowledgedItsEvent() throws Exception {
+    MockProducer<String, SpecificRecord> kafka = manualKafka();
+    try (InProcessInference s = new InProcessInference(1, Map.of(), kafka)) {
+      s.started();
+      GenerateResponse r = s.inference.generate(chat("Rate me."));
+      Await.until("prompt and response handed to Kafka", () -> kafka.history().size() == 2);
+      var reply = FeedbackServiceGrpc.newFutureStub(s.channel).submitFeedback(rating(r.getRequestId(),
+          r.getResponses(0).getResponseId(), 1).toBuilder().setFeedbackId("fb-durable").build());
+      Await.until("feedback handed to Kafka", () -> kafka.history().size() == 3);
+      Thread.sleep(200);
+      assertFalse(reply.isDone(), "no answer while the feedback event is not acknowledged");
+      while (kafka.completeNext()) {
+        // prompt, response, feedback
+      }
+      assertEquals("fb-durable", reply.get(10, TimeUnit.SECONDS).getFeedbackId());
+    }
+  }
+
+  @Test
+  void feedbackKafkaRefusesOrDoesNotAcknowledgeInTimeIsNotAcknowledged() {
+    MockProducer<String, SpecificRecord> kafka = manualKafka();
+    try (InProcessInference s = new InProcessInference(1, Map.of("feedback.ack.timeout.ms", "300"), kafka)) {
+      s.started();
+      GenerateResponse r = s.inference.generate(chat("Rate me."));
+      SubmitFeedbackRequest thumbsUp = rating(r.getRequestId(), r.getResponses(0).getResponseId(), 1);
+      StatusRuntimeException late = assertThrows(StatusRuntimeException.class,
+          () -> s.feedback.submitFeedback(thumbsUp.toBuilder().setFeedbackId("fb-late").build()));
+      assertEquals(Status.Code.UNAVAILABLE, late.getStatus().getCode());
+      assertTrue(late.getStatus().getDescription().contains("not acknowledged by Kafka within 300 ms")
+          && late.getStatus().getDescription().contains("retry with feedback_id fb-late"),
+          late.getStatus().getDescription());
+
+      while (kafka.completeNext()) {
+        // everything so far
+      }
+      var reply = FeedbackServiceGrpc.newFutureStub(s.channel).submitFeedback(thumbsUp);
+      Await.until("the feedback handed to Kafka", () -> kafka.history().size() == 4);
+      kafka.errorNext(new org.apache.kafka.common.errors.SerializationException("schema not compatible"));
+      ExecutionException refused = assertThrows(ExecutionException.class, () -> reply.get(10, TimeUnit.SECONDS));
+      Status status = Status.fromThrowable(refused.getCause());
+      assertEquals(Status.Code.INTERNAL, status.getCode());
+      assertTrue(status.getDescription().startsWith("feedback not recorded: Kafka refused its event"),
+          status.getDescription());
+    }
+  }
+
+  @Test
+  void theEventBufferIsBoundedInBytesGenerateStillAnswersFeedbackIsUnavailable() {
+    try (InProcessInference s = new InProcessInference(1, Map.of("events.buffer.bytes", "1048576"), manualKafka())) {
+      s.started();
+      List<GenerateResponse> answers = new ArrayList<>();
+      for (int i = 0; i < 3; i++) {
+        // ~400 KiB of prompt and as much again of response (the in-process engine echoes the prompt)
+        answers.add(s.inference.generate(GenerateRequest.newBuilder().setUserId("user-7")
+            .setPrompt(Prompt.newBuilder().setText(i + bytes(200 * 1024))).build()));
+      }
+      GenerateResponse first = answers.get(0);
+      EventRecorder.Stats stats = s.server.events().stats();
+      assertEquals(2, stats.buffered(), "one request's prompt and response fit in 1 MiB, the others do not");
+      assertEquals(4, stats.dropped());
+      SubmitFeedbackRequest bigEdit = SubmitFeedbackRequest.newBuilder().setRequestId(first.getRequestId())
+          .setUserId("user-7").setKind(FeedbackKind.EDIT).setResponseId(first.getResponses(0).getResponseId())
+          .setEditedText(bytes(120 * 1024)).build(); // ~240 KiB more: past 1 MiB
+      StatusRuntimeException e = assertThrows(StatusRuntimeException.class, () -> s.feedback.submitFeedback(bigEdit));
+      assertEquals(Status.Code.UNAVAILABLE, e.getStatus().getCode());
+      assertTrue(e.getStatus().getDescription().startsWith("event buffer full"), e.getStatus().getDescription());
     }
   }
 

@@ -214,7 +214,7 @@ public final class InferenceBench {
         "kafka.bootstrap.servers", stack.bootstrapServers(), "registry.url", stack.registryUrl()));
     InferenceConfig c = InferenceConfig.fromMap(config);
     InferenceServer service = (kafkaEvents ? InferenceServer.create(c)
-        : InferenceServer.create(c, new EventRecorder(InProcessInference.autoAckKafka(), c.eventBufferCapacity())))
+        : InferenceServer.create(c, new EventRecorder(InProcessInference.autoAckKafka(), c.eventBufferCapacity(), c.eventBufferBytes())))
         .start();
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
     while (!(service.controller().started() && service.router().inService().size() == engines.size())) {

@@ -36,6 +36,19 @@ class InferenceConfigTest {
     assertEquals(10_000, c.eventBufferCapacity());
     assertEquals("http://127.0.0.1:8081", c.kafka().registryUrl());
     assertFalse(c.startPaused());
+    assertEquals(RequestLimits.DEFAULTS, c.limits());
+  }
+
+  @Test
+  void sizeLimitsAreSetByTheirKeysAndCheckedAtStart() {
+    Map<String, String> values = minimal();
+    values.put("limits.edited.text.bytes", "4096");
+    values.put("limits.prompt.messages", "8");
+    assertEquals(new RequestLimits(256 * 1024, 8, 16, 512, 256, 4096), InferenceConfig.fromMap(values).limits());
+    values.put("limits.id.chars", "10");
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> InferenceConfig.fromMap(values));
+    assertTrue(e.getMessage().contains("limits.id.chars (env VT_LIMITS_ID_CHARS) = 10 is outside [64, 65536]"),
+        e.getMessage());
   }
 
   @Test
@@ -68,6 +81,37 @@ class InferenceConfigTest {
     assertTrue(m.contains("server.tls.cert and server.tls.key must be set together"), m);
     assertTrue(m.contains("kafka.bootstrap.servers (env VT_KAFKA_BOOTSTRAP_SERVERS) is not set"), m);
     assertTrue(m.contains("registry.url (env VT_REGISTRY_URL) is not set"), m);
+  }
+
+  @Test
+  void theIdsSigningKeyIsBase64OfAtLeast32BytesAndNeverShown() {
+    Map<String, String> values = minimal();
+    String key = java.util.Base64.getEncoder().encodeToString("0123456789abcdef0123456789abcdef".getBytes());
+    values.put("ids.signing.key", key);
+    InferenceConfig c = InferenceConfig.fromMap(values);
+    assertEquals(32, c.idsSigningKey().orElseThrow().bytes().length);
+    assertFalse(c.toString().contains(key), "the key is not in the config's toString");
+    values.put("ids.signing.key", "c2hvcnQ=");
+    IllegalArgumentException shortKey = assertThrows(IllegalArgumentException.class,
+        () -> InferenceConfig.fromMap(values));
+    assertTrue(shortKey.getMessage().contains("ids.signing.key (env VT_IDS_SIGNING_KEY) holds 5 bytes; at least 32"),
+        shortKey.getMessage());
+    values.put("ids.signing.key", "not base64!");
+    IllegalArgumentException bad = assertThrows(IllegalArgumentException.class, () -> InferenceConfig.fromMap(values));
+    assertTrue(bad.getMessage().contains("ids.signing.key (env VT_IDS_SIGNING_KEY) is not base64"), bad.getMessage());
+    assertFalse(bad.getMessage().contains("not base64!"), "the value is not echoed");
+  }
+
+  @Test
+  void trustedRunsAndTheVersionSigningKey() {
+    Map<String, String> values = minimal();
+    assertEquals(List.of(), InferenceConfig.fromMap(values).trustedRuns());
+    assertEquals(Optional.empty(), InferenceConfig.fromMap(values).rolloutSigningKey());
+    values.put("rollout.trusted.runs", " run-1, prod-* ,");
+    values.put("rollout.signing.key", java.util.Base64.getEncoder().encodeToString(new byte[40]));
+    InferenceConfig c = InferenceConfig.fromMap(values);
+    assertEquals(List.of("run-1", "prod-*"), c.trustedRuns());
+    assertEquals(40, c.rolloutSigningKey().orElseThrow().bytes().length);
   }
 
   @Test

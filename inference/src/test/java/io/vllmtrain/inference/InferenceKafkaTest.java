@@ -60,8 +60,49 @@ class InferenceKafkaTest {
 
   /** A service whose events go to {@code events} and whose adapter versions come from the real topic. */
   InProcessInference start(KafkaSettings events) {
-    return new InProcessInference(2, config(), null, c -> EventRecorder.forKafka(events, c.eventBufferCapacity()),
+    return start(events, Map.of());
+  }
+
+  InProcessInference start(KafkaSettings events, Map<String, String> overrides) {
+    Map<String, String> config = config();
+    config.putAll(overrides);
+    return new InProcessInference(2, config, null,
+        c -> EventRecorder.forKafka(events, c.eventBufferCapacity(), c.eventBufferBytes()),
         c -> AdapterVersionFollower.kafkaConsumer(stack.settings()));
+  }
+
+  /**
+   * The signature of a version record as docs/inference.md defines it, computed here on its own (the service has
+   * its own implementation): hex HMAC-SHA256 over the fields joined by newlines.
+   */
+  static byte[] signature(byte[] key, io.vllmtrain.events.AdapterVersion v) throws Exception {
+    javax.crypto.Mac mac = javax.crypto.Mac.getInstance("HmacSHA256");
+    mac.init(new javax.crypto.spec.SecretKeySpec(key, "HmacSHA256"));
+    String canonical = String.join("\n", "vllm-train adapter version v1", v.getVersionId(), v.getRunId(),
+        Long.toString(v.getVersion()), v.getBaseModel(), v.getUri(), v.getSha256());
+    return java.util.HexFormat.of().formatHex(mac.doFinal(canonical.getBytes(java.nio.charset.StandardCharsets.UTF_8)))
+        .getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+  }
+
+  @Test
+  void withASigningKeyOnlyVersionRecordsSignedWithItAreLoaded() throws Exception {
+    byte[] key = new byte[32];
+    new java.security.SecureRandom().nextBytes(key);
+    byte[] otherKey = new byte[32];
+    StackTopics.publish(stack.settings(), version(1), Map.of("vt-signature", signature(key, version(1))));
+    StackTopics.publish(stack.settings(), version(2)); // unsigned: anyone with write access to the topic
+    StackTopics.publish(stack.settings(), version(3), Map.of("vt-signature", signature(otherKey, version(3))));
+    service = start(stack.settings(), Map.of("rollout.signing.key",
+        java.util.Base64.getEncoder().encodeToString(key))).awaitStarted();
+    service.awaitActive(version(1).getVersionId());
+    var rollout = service.controller().rollout();
+    assertEquals(AdapterRollout.Status.FAILED, rollout.view(version(2).getVersionId()).orElseThrow().status());
+    assertEquals("not signed: rollout.signing.key is set and the record has no vt-signature header",
+        rollout.view(version(2).getVersionId()).orElseThrow().failureReason());
+    assertEquals("vt-signature does not verify with rollout.signing.key",
+        rollout.view(version(3).getVersionId()).orElseThrow().failureReason());
+    StackTopics.publish(stack.settings(), version(4), Map.of("vt-signature", signature(key, version(4))));
+    service.awaitActive(version(4).getVersionId());
   }
 
   io.vllmtrain.events.AdapterVersion version(long n) {
@@ -79,7 +120,8 @@ class InferenceKafkaTest {
     service = start(stack.settings()).awaitStarted();
     GenerateResponse r = service.inference.generate(chat("Name a colour.", 2));
     String id = r.getRequestId();
-    service.feedback.submitFeedback(SubmitFeedbackRequest.newBuilder().setRequestId(id).setKind(FeedbackKind.PAIRWISE)
+    service.feedback.submitFeedback(SubmitFeedbackRequest.newBuilder().setRequestId(id).setUserId("user-1")
+        .setKind(FeedbackKind.PAIRWISE)
         .setChosenResponseId(r.getResponses(0).getResponseId())
         .setRejectedResponseId(r.getResponses(1).getResponseId()).build());
 

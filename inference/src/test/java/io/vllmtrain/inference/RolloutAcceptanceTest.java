@@ -20,7 +20,9 @@ import io.vllmtrain.proto.v1.GetActiveRequest;
 import io.vllmtrain.proto.v1.InferenceServiceGrpc;
 import io.vllmtrain.proto.v1.ListAdaptersRequest;
 import io.vllmtrain.proto.v1.ListVersionsRequest;
+import io.vllmtrain.proto.v1.LoadAdapterRequest;
 import io.vllmtrain.proto.v1.Prompt;
+import io.vllmtrain.proto.v1.ResumeRolloutRequest;
 import io.vllmtrain.proto.v1.RollbackRequest;
 import io.vllmtrain.proto.v1.SamplingParams;
 import io.vllmtrain.proto.v1.VersionStatus;
@@ -57,7 +59,8 @@ import org.junit.jupiter.api.TestMethodOrder;
  * Adapter rollout end to end, against real parts: two engine worker processes ({@code vllm-train serve}, hf backend,
  * the tiny model), the real broker and registry, the service over Netty. Versions are published to
  * llm.adapter-versions as the trainer publishes them. One story, in order: a rollout under load; a version one
- * replica cannot load; a restart of the service; a rollback; a replica that crashes and comes back.
+ * replica cannot load; a restart of the service; a rollback; a replica that crashes and comes back; a replica that
+ * holds a new version's name with other content.
  *
  * <p>Each version has its own random weights, so a greedy answer identifies the version that produced it: every
  * response's label is checked against the text that version gives when asked directly.
@@ -94,11 +97,11 @@ class RolloutAcceptanceTest {
     Path work = Files.createDirectories(Path.of("target", "acceptance-" + tag)).toAbsolutePath();
     rootA = Files.createDirectories(work.resolve("adapters-a"));
     rootB = Files.createDirectories(work.resolve("adapters-b"));
-    EngineWorkers.Fixture fixture = EngineWorkers.makeAdapters(rootA, run, 1, 1, 2, 3, 4);
+    EngineWorkers.Fixture fixture = EngineWorkers.makeAdapters(rootA, run, 1, 1, 2, 3, 4, 5);
     model = fixture.model();
     fixture.adapters().forEach(a -> adapters.put(a.version(), a));
     // Replica B's adapter root lacks v4: B refuses it (NOT_FOUND), A loads it.
-    for (long v = 1; v <= 3; v++) {
+    for (long v : new long[] {1, 2, 3, 5}) {
       copyTree(rootA.resolve(adapters.get(v).uri()), rootB.resolve(adapters.get(v).uri()));
     }
     workers = new EngineWorkers(work.resolve("logs"));
@@ -315,6 +318,33 @@ class RolloutAcceptanceTest {
     assertTrue(metrics.contains("vt_inference_active_version{version=\"" + id(2) + "\"} 1"), metrics);
     assertTrue(metrics.contains("vt_inference_requests_total{code=\"OK\",method=\"InferenceService/Generate\"}"),
         metrics);
+  }
+
+  @Test
+  @Order(6)
+  void aReplicaHoldingTheNameOfANewVersionWithOtherContentFailsItAndTrafficStays() {
+    // Someone loaded v1's directory into engine B under v5's name; the engine answers ALREADY_EXISTS for v5 then.
+    ManagedChannel ch = Grpc.newChannelBuilder(engineB.address(), InsecureChannelCredentials.create()).build();
+    try {
+      EngineServiceGrpc.newBlockingStub(ch).loadAdapter(LoadAdapterRequest.newBuilder().setName(id(5))
+          .setUri(adapters.get(1L).uri()).setSha256(adapters.get(1L).sha256()).build());
+    } finally {
+      ch.shutdownNow();
+    }
+    adapterService().resumeRollout(ResumeRolloutRequest.getDefaultInstance());
+    StackTopics.publish(stack.settings(), record(5));
+    Await.until("v5 decided", Duration.ofSeconds(120), () -> adapterService().listVersions(
+        ListVersionsRequest.getDefaultInstance()).getVersionsList().stream().anyMatch(v -> v.getVersionId()
+        .equals(id(5)) && (v.getStatus() == VersionStatus.FAILED || v.getStatus() == VersionStatus.ACTIVE)));
+    assertEquals(VersionStatus.FAILED, info(5).getStatus(), "never ACTIVE while a replica holds other content");
+    String reason = info(5).getFailureReason();
+    assertTrue(reason.startsWith(engineB.address() + ": holds " + id(5) + " with sha256 "
+        + adapters.get(1L).sha256().substring(0, 12)), reason);
+    assertEquals(id(2), active());
+    GenerateResponse r = inference().generate(GREEDY);
+    assertEquals(id(2), r.getAdapterVersion());
+    assertEquals(answerOf(2), r.getResponses(0).getText());
+    Await.until("engine A drops v5 again", () -> !adaptersOn(engineA).contains(id(5)));
   }
 
   @Test

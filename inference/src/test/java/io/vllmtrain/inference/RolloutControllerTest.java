@@ -18,6 +18,7 @@ import io.vllmtrain.proto.v1.Prompt;
 import io.vllmtrain.proto.v1.ResumeRolloutRequest;
 import io.vllmtrain.proto.v1.RollbackRequest;
 import io.vllmtrain.proto.v1.VersionStatus;
+import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -95,6 +96,7 @@ class RolloutControllerTest {
   void aRolloutUnderLoadFailsNoRequestAndLabelsEachWithTheVersionThatServedIt() throws Exception {
     service = InProcessInference.start().started(Versions.of("run-1", 1));
     Load load = new Load(service, 8);
+    Await.until("answers on v1", () -> load.answers.size() >= 8);
     for (int n = 2; n <= 5; n++) {
       service.rollOut(Versions.of("run-1", n));
       Thread.sleep(100);
@@ -158,6 +160,153 @@ class RolloutControllerTest {
     b.restart();
     Await.until("b rejoined with v2", () -> service.server.router().inService().size() == 2);
     assertTrue(b.adapters.containsKey(V2));
+  }
+
+  static boolean decided(InProcessInference service, String id) {
+    return service.controller().rollout().view(id).map(v -> v.status() == AdapterRollout.Status.FAILED
+        || v.status() == AdapterRollout.Status.ACTIVE).orElse(false);
+  }
+
+  @Test
+  void aReplicaHoldingTheVersionsNameWithOtherContentFailsTheVersionInsteadOfServingIt() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    InProcessEngine b = service.engine(1);
+    b.adapters.put(V2, InProcessEngine.otherContent(V2)); // the engine answers ALREADY_EXISTS for V2
+    service.controller().published(Versions.of("run-1", 2));
+    Await.until("v2 decided", () -> decided(service, V2));
+    AdapterRollout.VersionView v2 = service.controller().rollout().view(V2).orElseThrow();
+    assertEquals(AdapterRollout.Status.FAILED, v2.status(), "never ACTIVE with the wrong content");
+    assertTrue(v2.failureReason().startsWith(b.name + ": holds " + V2 + " with sha256 " + Versions.sha(999_999)
+        .substring(0, 12)), v2.failureReason());
+    assertEquals(V1, service.controller().rollout().active());
+    for (int i = 0; i < 6; i++) {
+      GenerateResponse r = service.inference.generate(hello());
+      assertEquals(V1, r.getAdapterVersion());
+    }
+  }
+
+  @Test
+  void aReplicaThatComesBackHoldingTheActiveNameWithOtherContentDoesNotJoin() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    service.rollOut(Versions.of("run-1", 2));
+    InProcessEngine b = service.engine(1);
+    b.crash();
+    Await.until("b out of service", () -> service.server.router().inService().size() == 1);
+    int lists = b.listCalls.get();
+    b.restartHolding(service.engine(0).adapters.get(V1), InProcessEngine.otherContent(V2));
+    Await.until("b tried to join twice", () -> b.listCalls.get() >= lists + 2);
+    assertEquals(List.of(service.engine(0).name),
+        service.server.router().inService().stream().map(EngineReplica::name).toList(),
+        "b holds another " + V2 + ": it must not serve it");
+    assertEquals(0, b.generated.get());
+    b.adapters.remove(V2); // an operator unloads the impostor
+    Await.until("b joins with the real v2", () -> service.server.router().inService().size() == 2);
+    assertEquals(Versions.sha(2), b.adapters.get(V2).getSha256());
+  }
+
+  @Test
+  void aReplicaWhoseAdapterContentChangesUnderItsNameLeavesService() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    service.rollOut(Versions.of("run-1", 2));
+    InProcessEngine b = service.engine(1);
+    b.adapters.put(V2, InProcessEngine.otherContent(V2)); // e.g. restarted between two checks, reloaded by another
+    Await.until("b out of service", Duration.ofSeconds(10), () -> service.server.router().inService().size() == 1);
+    assertEquals(service.engine(0).name, service.server.router().inService().get(0).name());
+  }
+
+  @Test
+  void aForgedVersionPointingNowhereDoesNotBlockTheRunsRealVersions() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    for (InProcessEngine e : service.engines.values()) {
+      e.loadOutcome = r -> r.getUri().equals("nowhere")
+          ? Status.NOT_FOUND.withDescription("adapter directory nowhere does not exist") : null;
+    }
+    String forged = Versions.id("run-1", 999_999);
+    service.controller().published(Versions.builder("run-1", 999_999).setUri("nowhere").build());
+    Await.until("the forged version failed", () -> service.controller().rollout().view(forged)
+        .map(v -> v.status() == AdapterRollout.Status.FAILED).orElse(false));
+    service.rollOut(Versions.of("run-1", 2));
+    service.rollOut(Versions.of("run-1", 3));
+    assertEquals(Versions.id("run-1", 3), service.inference.generate(hello()).getAdapterVersion());
+  }
+
+  @Test
+  void aVersionWhoseLoadFindsNoReplicaReachableWaitsAndLoadsWhenTheyReturn() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    for (InProcessEngine e : service.engines.values()) {
+      e.loadOutcome = r -> {
+        e.crash(); // the whole pool goes away during the load
+        return Status.UNAVAILABLE.withDescription("connection reset");
+      };
+    }
+    service.controller().published(Versions.of("run-1", 2));
+    Await.until("both replicas out of service", () -> service.server.router().inService().isEmpty());
+    Await.until("the load given up for now", () -> service.controller().rollout().view(V2)
+        .map(v -> v.status() != AdapterRollout.Status.LOADING).orElse(false));
+    assertEquals(AdapterRollout.Status.PUBLISHED, service.controller().rollout().view(V2).orElseThrow().status(),
+        "an outage of the engines is not a fault of the version");
+    for (InProcessEngine e : service.engines.values()) {
+      e.loadOutcome = r -> null;
+      e.restart();
+    }
+    service.awaitActive(V2);
+    assertEquals(V2, service.inference.generate(hello()).getAdapterVersion());
+  }
+
+  @Test
+  void aTransientRefusalIsRetriedWithBackoffNotFailedAndTheReplicaStaysInService() {
+    service = new InProcessInference(2, Map.of("rollout.load.attempts", "1"), InProcessInference.autoAckKafka())
+        .started(Versions.of("run-1", 1));
+    InProcessEngine b = service.engine(1);
+    java.util.concurrent.atomic.AtomicInteger busy = new java.util.concurrent.atomic.AtomicInteger(2);
+    b.loadOutcome = r -> busy.getAndDecrement() > 0
+        ? Status.RESOURCE_EXHAUSTED.withDescription("adapter slots busy") : null;
+    long t0 = System.nanoTime();
+    service.controller().published(Versions.of("run-1", 2));
+    service.awaitActive(V2);
+    assertTrue(System.nanoTime() - t0 > 1_000_000_000L, "the retry waited for its backoff");
+    assertEquals(2, service.server.router().inService().size(), "a busy replica is not taken out of service");
+    assertTrue(service.engines.values().stream().allMatch(e -> e.adapters.containsKey(V2)));
+  }
+
+  @Test
+  void atStartTheServiceWaitsForTheVersionItShouldServeButNotLongerThanALoadDeadline() {
+    service = new InProcessInference(2, Map.of("rollout.load.attempts", "1", "rollout.load.timeout.ms", "1500"),
+        InProcessInference.autoAckKafka());
+    for (InProcessEngine e : service.engines.values()) {
+      e.loadOutcome = r -> Status.RESOURCE_EXHAUSTED.withDescription("adapter slots busy");
+    }
+    service.controller().published(Versions.of("run-1", 1));
+    service.controller().caughtUp();
+    Await.until("v1 deferred", () -> service.controller().rollout().view(V1)
+        .map(v -> v.failureReason().startsWith("not loaded yet")).orElse(false));
+    assertFalse(service.controller().started(), "not serving the base model while v1 may still come");
+    service.awaitStarted();
+    assertEquals("", service.inference.generate(hello()).getAdapterVersion(), "v1 stuck: the base model serves");
+    for (InProcessEngine e : service.engines.values()) {
+      e.loadOutcome = r -> null;
+    }
+    service.awaitActive(V1);
+  }
+
+  @Test
+  void anActivateThatReachesNoReplicaIsUnavailableAndDoesNotFailTheVersion() {
+    service = InProcessInference.start().started(Versions.of("run-1", 1));
+    service.controller().pause();
+    service.controller().published(Versions.of("run-1", 2));
+    Await.until("v2 listed", () -> service.controller().rollout().view(V2).isPresent());
+    for (InProcessEngine e : service.engines.values()) {
+      e.loadOutcome = r -> Status.DEADLINE_EXCEEDED.withDescription("load took too long");
+    }
+    StatusRuntimeException e = org.junit.jupiter.api.Assertions.assertThrows(StatusRuntimeException.class,
+        () -> service.adapters.activate(ActivateRequest.newBuilder().setVersionId(V2).build()));
+    assertEquals(Status.Code.UNAVAILABLE, e.getStatus().getCode());
+    assertEquals(AdapterRollout.Status.PUBLISHED, service.controller().rollout().view(V2).orElseThrow().status());
+    for (InProcessEngine engine : service.engines.values()) {
+      engine.loadOutcome = r -> null;
+    }
+    assertEquals(V2, service.adapters.activate(ActivateRequest.newBuilder().setVersionId(V2).build())
+        .getVersionId());
   }
 
   @Test

@@ -32,6 +32,13 @@ final class StackTopics {
     }
   }
 
+  /** Publishes one version with record headers (a signature, say). */
+  static void publish(KafkaSettings settings, AdapterVersion v, Map<String, byte[]> headers) {
+    try (Publisher p = new Publisher(settings)) {
+      p.publish(v, headers);
+    }
+  }
+
   /** A producer of adapter versions kept open across publishes (the benchmark times from the send). */
   static final class Publisher implements AutoCloseable {
     private final KafkaProducer<String, AdapterVersion> producer;
@@ -45,8 +52,15 @@ final class StackTopics {
 
     /** Sends one version and waits for the broker's acknowledgement. */
     void publish(AdapterVersion v) {
+      publish(v, Map.of());
+    }
+
+    void publish(AdapterVersion v, Map<String, byte[]> headers) {
+      ProducerRecord<String, AdapterVersion> record = new ProducerRecord<>(Topics.ADAPTER_VERSIONS.name(),
+          v.getVersionId(), v);
+      headers.forEach((k, value) -> record.headers().add(k, value));
       try {
-        producer.send(new ProducerRecord<>(Topics.ADAPTER_VERSIONS.name(), v.getVersionId(), v)).get();
+        producer.send(record).get();
       } catch (InterruptedException e) {
         Thread.currentThread().interrupt();
         throw new IllegalStateException(e);

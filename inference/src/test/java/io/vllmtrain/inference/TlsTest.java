@@ -96,7 +96,7 @@ class TlsTest {
     service = new InferenceServer(NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", 0),
         InferenceServer.serverCredentials(config)), config,
         address -> InProcessChannelBuilder.forName(address).build(),
-        new EventRecorder(InProcessInference.autoAckKafka(), 10), null).start();
+        new EventRecorder(InProcessInference.autoAckKafka(), 10, 1 << 20), null).start();
   }
 
   String callWith(ChannelCredentials credentials) {
