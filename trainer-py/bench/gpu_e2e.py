@@ -12,7 +12,7 @@
   on the direct engine, each on fresh copies of one r16 all-linear adapter (new name, new directory, new id).
 - **throughput**: 64 concurrent clients, the same requests (prompt ~256 tokens, 128 new tokens, temperature 1, a
   seed each) through the engine worker over gRPC and straight into ``AsyncLLM``, on the base model and on an
-  adapter, alternating, twice each.
+  adapter, alternating, ``--rounds`` times each (after one warm-up run of each path).
 
 ``--phase rollout``: the local stack (Kafka + registry), the inference service and two engine workers; 64 clients
 call ``Generate`` (greedy) through the inference service while adapter versions are published one after another to
@@ -311,7 +311,7 @@ async def adapter_loads(worker: EngineWorker, direct: DirectVLLM, source: Path, 
 
 
 async def throughput(worker: EngineWorker, direct: DirectVLLM, prompts: list[str], prompt_ids: list[list[int]],
-                     adapter: Path, root: Path, concurrency: int, max_tokens: int) -> dict:
+                     adapter: Path, root: Path, concurrency: int, max_tokens: int, rounds: int) -> dict:
     import grpc
 
     from vllm_train.lora import adapter_sha256
@@ -351,7 +351,7 @@ async def throughput(worker: EngineWorker, direct: DirectVLLM, prompts: list[str
         await run(through_direct, False)   # warm-up of both paths (first requests compile and allocate)
         await run(through_engine, False)
         rates: dict[str, list[float]] = {}
-        for _ in range(2):
+        for _ in range(rounds):
             for with_lora in (False, True):
                 for name, fn in (("direct", through_direct), ("engine", through_engine)):
                     key = f"{name}_{'lora' if with_lora else 'base'}"
@@ -391,7 +391,8 @@ async def phase_engine(args, work: Path) -> dict:
         texts = long_text_prompts(tokenizer, args.requests)
         ids = [tokenizer(t)["input_ids"] for t in texts]
         result["throughput"] = await throughput(worker, direct, texts, ids, mild, root, args.concurrency,
-                                                args.max_tokens)
+                                                args.max_tokens, args.rounds)
+        result["enforce_eager"] = args.enforce_eager
         return result
     finally:
         worker.stop()
@@ -605,6 +606,7 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=256, help="requests per throughput run (default 256)")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=2, help="throughput: rounds of the four runs (default 2)")
     p.add_argument("--versions", type=int, default=21, help="versions published in the rollout phase (default 21)")
     p.add_argument("--swap-interval", type=float, default=1.0, help="seconds between versions (after activation)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.25)
